@@ -1,0 +1,50 @@
+# The two commands a new engineer needs: `make run` (the whole mesh on embedded defaults)
+# and `make test` (the whole suite). Everything else is installed by these targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEPS := requirements/dev.txt libs/contracts/pyproject.toml libs/meshkit/pyproject.toml \
+        $(wildcard services/*/pyproject.toml)
+
+.PHONY: run test venv proto proto-check lint buf-lint tokens clean
+
+$(STAMP): $(DEPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: start PostgreSQL + Redis (embedded unless DATABASE_URL / REDIS_URL are set) and all four services
+run: $(STAMP)
+	$(PY) -m meshkit.devenv run
+
+## test: lint, contract checks and the whole test suite against real Postgres, Redis and gRPC
+test: $(STAMP) lint proto-check
+	$(PY) -m pytest
+
+## proto: regenerate the contracts package from protos/
+proto: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+proto-check: $(STAMP)
+	$(PY) scripts/gen_protos.py --check
+
+buf-lint:
+	scripts/buf.sh lint
+	scripts/buf.sh format -d --exit-code
+
+lint: $(STAMP) buf-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## tokens: print dev JWTs for grpcurl
+tokens: $(STAMP)
+	$(PY) -m meshkit.devtokens
+
+clean:
+	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache
