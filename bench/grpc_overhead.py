@@ -1,0 +1,222 @@
+"""Benchmark: an authenticated, metered RPC through the full kit vs a bare grpc.aio echo server.
+
+Same client, same run, same machine. Each server runs in its own process (one core each for
+server and client on a 2-core box); the client drives `CONCURRENCY` concurrent unary calls for
+`SECONDS`, after a warm-up, and records every latency. The kit server carries everything a real
+service has on the hot path: request id, metrics, JWT auth (bearer token on every call), policy,
+error mapping and the JSON access log (written to a file). Embedded Postgres and Redis are
+started for the kit server's start-up and health checks.
+
+Last line: `grpc_overhead: ratio=<x> kit_qps=<n> bare_qps=<n> p99_ms=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import grpc
+
+from meshkit.auth import Policy, allow, ensure_dev_keys
+from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from meshkit.migrations import MigrationSource
+from meshkit.server import App, Kit, ServiceDefinition, ServiceRegistration
+from meshkit.settings import KitSettings
+from meshkit.testing.servers import TestTokens
+from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc
+
+CONCURRENCY = 32
+SECONDS = 8.0
+WARMUP = 2.0
+ROUNDS = 2
+
+
+class EchoServicer(notify_pb2_grpc.NotifyServiceServicer):
+    async def RenderTemplate(
+        self, request: notify_pb2.RenderTemplateRequest, context: Any
+    ) -> notify_pb2.RenderTemplateResponse:
+        return notify_pb2.RenderTemplateResponse(subject=request.template_id)
+
+
+class BenchSettings(KitSettings):
+    service_name: ClassVar[str] = "bench"
+
+
+POLICY: Policy = {
+    m.name: allow("admin") for m in notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].methods
+}
+
+
+async def _build(kit: Kit) -> Sequence[ServiceRegistration]:
+    return [
+        ServiceRegistration(
+            descriptor=notify_pb2.DESCRIPTOR.services_by_name["NotifyService"],
+            add_to_server=notify_pb2_grpc.add_NotifyServiceServicer_to_server,
+            servicer=EchoServicer(),
+            policy=POLICY,
+        )
+    ]
+
+
+async def serve(kind: str, port: int, log_file: Path) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if kind == "bare":
+        server = grpc.aio.server()
+        notify_pb2_grpc.add_NotifyServiceServicer_to_server(EchoServicer(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await stop.wait()
+        await server.stop(1)
+        return
+    handler = logging.FileHandler(log_file)
+    from meshkit.logs import configure_logging
+
+    configure_logging("bench")
+    root = logging.getLogger()
+    handler.setFormatter(root.handlers[0].formatter)
+    for f in root.handlers[0].filters:
+        handler.addFilter(f)
+    root.handlers = [handler]
+    migrations = Path(tempfile.mkdtemp())
+    (migrations / "0001_none.sql").write_text("SELECT 1;\n")
+    definition = ServiceDefinition(BenchSettings, MigrationSource("bench", migrations), _build)
+    settings = BenchSettings(
+        grpc_port=port, ops_port=0, app_env="test"
+    )  # DATABASE_URL, REDIS_URL, DEV_DIR from the environment
+    app = App(definition, settings)
+    await app.start()
+    await stop.wait()
+    await app.stop()
+
+
+async def drive(port: int, metadata: tuple[tuple[str, str], ...]) -> tuple[float, list[float]]:
+    """Run the load; returns (qps, latencies in seconds) for the measured window."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        request = notify_pb2.RenderTemplateRequest(template_id="bench", variables={"a": "b"})
+        latencies: list[float] = []
+        measuring = False
+        done = False
+
+        async def worker() -> None:
+            while not done:
+                t0 = time.perf_counter()
+                await stub.RenderTemplate(request, metadata=metadata, timeout=10)
+                if measuring:
+                    latencies.append(time.perf_counter() - t0)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
+        await asyncio.sleep(WARMUP)
+        measuring = True
+        started = time.perf_counter()
+        await asyncio.sleep(SECONDS)
+        measuring = False
+        elapsed = time.perf_counter() - started
+        done = True
+        await asyncio.gather(*tasks)
+        return len(latencies) / elapsed, latencies
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            try:
+                grpc.channel_ready_future(ch).result(timeout=0.5)
+                return
+            except grpc.FutureTimeoutError:
+                continue
+    raise RuntimeError(f"server on {port} did not start")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--serve", choices=["kit", "bare"])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--log-file", type=Path)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve, args.port, args.log_file))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
+    postgres = EmbeddedPostgres(work / "pg")
+    redis = EmbeddedRedis(work / "redis")
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres.start(),
+        "REDIS_URL": redis.start(),
+        "DEV_DIR": str(work / "dev"),
+    }
+    ensure_dev_keys(work / "dev")
+    token = TestTokens(work / "dev").user("bench", ["admin"], aud="tickettoken.bench", ttl=3600)
+    kit_md = (("authorization", f"Bearer {token}"), ("x-request-id", "bench-request"))
+    results: dict[str, list[tuple[float, list[float]]]] = {"kit": [], "bare": []}
+    try:
+        for _ in range(ROUNDS):
+            for kind in ("bare", "kit"):
+                port = free_port()
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--serve",
+                        kind,
+                        "--port",
+                        str(port),
+                        "--log-file",
+                        str(work / "access.log"),
+                    ],
+                    env=env,
+                )
+                try:
+                    wait_port(port)
+                    md = kit_md if kind == "kit" else ()
+                    qps, lat = asyncio.run(drive(port, md))
+                    results[kind].append((qps, lat))
+                    print(
+                        f"{kind:>4}: qps={qps:8.0f} p50_ms={pct(lat, 0.5):6.2f} "
+                        f"p99_ms={pct(lat, 0.99):6.2f}",
+                        flush=True,
+                    )
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=30)
+    finally:
+        redis.stop()
+        postgres.stop()
+    kit_qps = statistics.median(q for q, _ in results["kit"])
+    bare_qps = statistics.median(q for q, _ in results["bare"])
+    kit_lat = [v for _, lat in results["kit"] for v in lat]
+    bare_lat = [v for _, lat in results["bare"] for v in lat]
+    print(
+        f"bare p50_ms={pct(bare_lat, 0.5):.2f} p99_ms={pct(bare_lat, 0.99):.2f}; "
+        f"kit p50_ms={pct(kit_lat, 0.5):.2f} p99_ms={pct(kit_lat, 0.99):.2f}; "
+        f"concurrency={CONCURRENCY} seconds={SECONDS} rounds={ROUNDS}"
+    )
+    print(
+        f"grpc_overhead: ratio={kit_qps / bare_qps:.3f} kit_qps={kit_qps:.0f} "
+        f"bare_qps={bare_qps:.0f} p99_ms={pct(kit_lat, 0.99):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

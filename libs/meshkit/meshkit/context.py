@@ -1,0 +1,63 @@
+"""Per-call state in contextvars, set by the kit's interceptor and read anywhere below it.
+
+Domain code and kit helpers (idempotency, outbound clients, logging) read the current request id,
+principal, method and deadline from here instead of threading the grpc context through.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user (roles from the token) or a service (`sub` = `svc:<name>`)."""
+
+    subject: str
+    roles: frozenset[str] = frozenset()
+    claims: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_service(self) -> bool:
+        return self.subject.startswith("svc:")
+
+    @property
+    def service_name(self) -> str | None:
+        return self.subject[4:] if self.is_service else None
+
+    def has_role(self, *roles: str) -> bool:
+        return any(r in self.roles for r in roles)
+
+
+ANONYMOUS = Principal(subject="anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """The current RPC: full method name (`/pkg.Service/Method`), caller and deadline."""
+
+    method: str
+    request_id: str
+    principal: Principal
+    deadline: float | None  # time.monotonic() value, or None when the client set no deadline
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the caller's deadline, None when there is none."""
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+call_var: ContextVar[CallInfo | None] = ContextVar("call", default=None)
+
+
+def current_call() -> CallInfo | None:
+    """The CallInfo of the RPC being served, or None outside an RPC (jobs, relays)."""
+    return call_var.get()
+
+
+def current_request_id() -> str | None:
+    return request_id_var.get()

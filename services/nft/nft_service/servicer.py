@@ -1,0 +1,17 @@
+"""NftService servicer: proto in, domain call, proto out — nothing else.
+
+Business RPCs not built yet answer UNIMPLEMENTED (after auth) through the generated base
+class; the issues that build them replace the methods here.
+"""
+
+from __future__ import annotations
+
+from meshkit.server import Kit
+from tickettoken.nft.v1 import nft_pb2_grpc
+
+
+class NftServicer(nft_pb2_grpc.NftServiceServicer):
+    """Thin adapter between the NftService contract and the domain."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit

@@ -1,0 +1,1 @@
+"""TicketToken Mesh notify service (tickettoken.notify.v1.NotifyService)."""

@@ -1,0 +1,4 @@
+-- Baseline of the notify schema. The kit's own tables (idempotency keys, outbox,
+-- dead letters) are created by the kit's migrations; notify tables arrive with the issues
+-- that build its RPCs.
+SELECT 1;

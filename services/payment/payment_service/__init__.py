@@ -1,0 +1,1 @@
+"""TicketToken Mesh payment service (tickettoken.payment.v1.PaymentService)."""

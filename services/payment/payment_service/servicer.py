@@ -1,0 +1,17 @@
+"""PaymentService servicer: proto in, domain call, proto out — nothing else.
+
+Business RPCs not built yet answer UNIMPLEMENTED (after auth) through the generated base
+class; the issues that build them replace the methods here.
+"""
+
+from __future__ import annotations
+
+from meshkit.server import Kit
+from tickettoken.payment.v1 import payment_pb2_grpc
+
+
+class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
+    """Thin adapter between the PaymentService contract and the domain."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit

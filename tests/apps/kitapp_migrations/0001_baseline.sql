@@ -1,0 +1,2 @@
+-- The kit test app owns no tables of its own.
+SELECT 1;
