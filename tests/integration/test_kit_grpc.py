@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -430,3 +431,17 @@ async def test_ops_readyz(app: Any) -> None:
         session.get(f"http://127.0.0.1:{app.ops_port}/readyz") as resp,
     ):
         assert resp.status == 200
+
+
+async def test_reflection_lists_services_for_grpcurl(app: Any) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "grpcurl"),
+        "-plaintext",
+        f"127.0.0.1:{app.grpc_port}",
+        "list",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert {SERVICE, "grpc.health.v1.Health"} <= set(out.decode().split())

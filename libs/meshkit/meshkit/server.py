@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from meshkit.auth import (
@@ -247,8 +247,13 @@ class App:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         for service in ["", *self.service_names]:
             await self.health.set(service, NOT_SERVING)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], registrar
+        # The aio servicer explicitly: enable_server_reflection() picks the sync one for
+        # anything that is not a grpc.aio.Server, such as our registrar.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+            ),
+            registrar,
         )
         self.grpc_port = server.add_insecure_port(f"{s.grpc_host}:{s.bind_grpc_port}")
         if self.grpc_port == 0:
