@@ -41,6 +41,7 @@ lint: $(STAMP) buf-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) scripts/settings_doc.py --check
 
 ## tokens: print dev JWTs for grpcurl
 tokens: $(STAMP)

@@ -63,7 +63,7 @@ async def _build(kit: Kit) -> Sequence[ServiceRegistration]:
         ServiceRegistration(
             descriptor=notify_pb2.DESCRIPTOR.services_by_name["NotifyService"],
             add_to_server=notify_pb2_grpc.add_NotifyServiceServicer_to_server,
-            servicer=EchoServicer(),
+            servicer=EchoServicer(),  # type: ignore[abstract]
             policy=POLICY,
         )
     ]
@@ -75,7 +75,7 @@ async def serve(kind: str, port: int, log_file: Path) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     if kind == "bare":
         server = grpc.aio.server()
-        notify_pb2_grpc.add_NotifyServiceServicer_to_server(EchoServicer(), server)
+        notify_pb2_grpc.add_NotifyServiceServicer_to_server(EchoServicer(), server)  # type: ignore[abstract]
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await stop.wait()

@@ -26,8 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshkit.auth import TokenMinter, ensure_dev_keys
-from meshkit.devenv import free_port
-from meshkit.embedded import EmbeddedRedis
+from meshkit.embedded import EmbeddedRedis, free_port
 from meshkit.testing.servers import TestTokens, channel_for
 from tests.apps.kitapp import DEFINITION, KitAppServicer
 from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit.auth import TokenMinter, ensure_dev_keys, load_private_key
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, death_signal_preexec, free_port
 from meshkit.settings import DEV_ISSUER
 
 
@@ -50,20 +49,6 @@ SERVICES = (
         9104,
     ),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Child processes get SIGTERM if the launcher dies, so nothing is orphaned."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def wait_serving(port: int, service: str, timeout: float) -> bool:
@@ -122,7 +107,9 @@ class Mesh:
                 "SHUTDOWN_GRACE_S": str(self.grace),
             }
             proc = subprocess.Popen(
-                [sys.executable, "-m", spec.module], env=env, preexec_fn=_die_with_parent
+                [sys.executable, "-m", spec.module],
+                env=env,
+                preexec_fn=death_signal_preexec(signal.SIGTERM),
             )
             self.children.append((spec, grpc_port, ops_port, proc))
         return {

@@ -45,6 +45,7 @@ from meshkit.logs import configure_logging
 from meshkit.metrics import GrpcServerMetrics, new_registry
 from meshkit.migrations import KIT_MIGRATIONS, MigrationSource, migrate
 from meshkit.ops import OpsServer
+from meshkit.outbox import OutboxEvent, OutboxRelay, purge_delivered
 from meshkit.settings import KitSettings, SettingsError, load_settings
 
 _log = logging.getLogger("meshkit.server")
@@ -85,6 +86,15 @@ class Kit:
     ) -> bytes:
         """The one-line idempotency wrapper for a mutating RPC (key from `request`)."""
         return await self.idempotency.run(request, handler)
+
+    def add_outbox_relay(
+        self, handler: Callable[[OutboxEvent], Awaitable[None]], **options: Any
+    ) -> OutboxRelay:
+        """Deliver this service's outbox to `handler` in the background (replica-safe)."""
+        name = str(options.pop("name", "outbox"))
+        relay = OutboxRelay(self.db, handler, registry=self.registry, name=name, **options)
+        self.add_worker(name, relay)
+        return relay
 
     def service_token(self, audience: str) -> str:
         """A short-lived `svc:<this service>` token for calling `audience`."""
@@ -219,6 +229,14 @@ class App:
             "idempotency-purge",
             PeriodicJob(
                 "idempotency-purge", s.idempotency_purge_interval_s, idempotency.purge_expired
+            ),
+        )
+        self.kit.add_worker(
+            "outbox-purge",
+            PeriodicJob(
+                "outbox-purge",
+                s.outbox_purge_interval_s,
+                lambda: purge_delivered(db, older_than_seconds=s.outbox_retention_s),
             ),
         )
         registrations = await self.definition.build(self.kit)

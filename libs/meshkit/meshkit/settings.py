@@ -101,6 +101,12 @@ class KitSettings(BaseSettings):
     idempotency_purge_interval_s: float = Field(
         300.0, description="How often expired idempotency keys are deleted."
     )
+    outbox_retention_s: float = Field(
+        7 * 86400.0, description="How long delivered outbox events are kept before purge."
+    )
+    outbox_purge_interval_s: float = Field(
+        3600.0, description="How often delivered outbox events are purged."
+    )
     max_concurrent_rpcs: int | None = Field(
         None, description="Cap on concurrent RPCs per process (excess get RESOURCE_EXHAUSTED)."
     )

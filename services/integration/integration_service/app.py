@@ -19,7 +19,8 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         ServiceRegistration(
             descriptor=integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"],
             add_to_server=integration_pb2_grpc.add_IntegrationServiceServicer_to_server,
-            servicer=IntegrationServicer(kit),
+            # RPCs not built yet answer UNIMPLEMENTED through the generated base class.
+            servicer=IntegrationServicer(kit),  # type: ignore[abstract]
             policy=POLICY,
         )
     ]

@@ -19,7 +19,8 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         ServiceRegistration(
             descriptor=nft_pb2.DESCRIPTOR.services_by_name["NftService"],
             add_to_server=nft_pb2_grpc.add_NftServiceServicer_to_server,
-            servicer=NftServicer(kit),
+            # RPCs not built yet answer UNIMPLEMENTED through the generated base class.
+            servicer=NftServicer(kit),  # type: ignore[abstract]
             policy=POLICY,
         )
     ]

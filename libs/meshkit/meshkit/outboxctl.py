@@ -1,0 +1,62 @@
+"""Operator CLI for a service's outbox dead letters: list them, replay some or all.
+
+    python -m meshkit.outboxctl --schema payment list
+    python -m meshkit.outboxctl --schema payment replay [EVENT_ID ...]   # none = all
+
+Uses DATABASE_URL like the services. Replayed events go back to the outbox with their attempts
+reset and are delivered by the running relays with the same event id (= idempotency key), so a
+replay can never apply an event twice downstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+
+from meshkit.db import Database
+from meshkit.outbox import list_dead_letters, replay_dead_letters
+
+
+async def _main(args: argparse.Namespace) -> int:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.stderr.write("DATABASE_URL is required\n")
+        return 2
+    db = await Database.connect(url, schema=args.schema, min_size=1, max_size=1)
+    try:
+        if args.command == "list":
+            for letter in await list_dead_letters(db, limit=args.limit):
+                row = {
+                    "id": str(letter.id),
+                    "topic": letter.topic,
+                    "attempts": letter.attempts,
+                    "last_error": letter.last_error,
+                    "dead_lettered_at": str(letter.dead_lettered_at),
+                }
+                sys.stdout.write(json.dumps(row) + "\n")
+        else:
+            ids = [uuid.UUID(i) for i in args.ids] or None
+            count = await replay_dead_letters(db, ids)
+            sys.stdout.write(f"replayed {count}\n")
+    finally:
+        await db.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meshkit.outboxctl")
+    parser.add_argument("--schema", required=True, help="the service's schema, e.g. payment")
+    sub = parser.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list")
+    listing.add_argument("--limit", type=int, default=100)
+    replay = sub.add_parser("replay")
+    replay.add_argument("ids", nargs="*")
+    return asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
