@@ -35,18 +35,24 @@ class ServiceSpec:
     grpc_service: str
     grpc_port: int
     ops_port: int
+    http_port: int
 
 
 SERVICES = (
-    ServiceSpec("payment", "payment_service", "tickettoken.payment.v1.PaymentService", 50051, 9101),
-    ServiceSpec("nft", "nft_service", "tickettoken.nft.v1.NftService", 50052, 9102),
-    ServiceSpec("notify", "notify_service", "tickettoken.notify.v1.NotifyService", 50053, 9103),
+    ServiceSpec(
+        "payment", "payment_service", "tickettoken.payment.v1.PaymentService", 50051, 9101, 8081
+    ),
+    ServiceSpec("nft", "nft_service", "tickettoken.nft.v1.NftService", 50052, 9102, 8082),
+    ServiceSpec(
+        "notify", "notify_service", "tickettoken.notify.v1.NotifyService", 50053, 9103, 8083
+    ),
     ServiceSpec(
         "integration",
         "integration_service",
         "tickettoken.integration.v1.IntegrationService",
         50054,
         9104,
+        8084,
     ),
 )
 
@@ -103,6 +109,7 @@ class Mesh:
                 "GRPC_HOST": "127.0.0.1",
                 "GRPC_PORT": str(grpc_port),
                 "OPS_PORT": str(ops_port),
+                "HTTP_PORT": str(free_port() if self.free_ports else spec.http_port),
                 "MESH_EMBEDDED": "1" if embedded else "0",
                 "SHUTDOWN_GRACE_S": str(self.grace),
             }

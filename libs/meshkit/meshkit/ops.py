@@ -12,6 +12,35 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
+class HttpServer:
+    """The public HTTP port of a service (provider webhooks, static metadata): only started
+    when the service registered routes."""
+
+    def __init__(self, *, host: str, port: int) -> None:
+        self._host = host
+        self.port = port
+        self.app = web.Application(client_max_size=1024 * 1024)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def has_routes(self) -> bool:
+        return len(self.app.router.routes()) > 0
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self.port, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
 class OpsServer:
     """Starts/stops the ops HTTP listener; `port` is the bound port (useful with port 0)."""
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
+from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,7 +45,7 @@ from meshkit.jobs import PeriodicJob, Worker
 from meshkit.logs import configure_logging
 from meshkit.metrics import GrpcServerMetrics, new_registry
 from meshkit.migrations import KIT_MIGRATIONS, MigrationSource, migrate
-from meshkit.ops import OpsServer
+from meshkit.ops import HttpServer, OpsServer
 from meshkit.outbox import OutboxEvent, OutboxRelay, purge_delivered
 from meshkit.settings import KitSettings, SettingsError, load_settings
 
@@ -75,6 +76,7 @@ class Kit:
     idempotency: IdempotencyStore
     tokens: TokenMinter
     domain: str
+    http: HttpServer
     workers: list[tuple[str, Worker]] = field(default_factory=list)
 
     def add_worker(self, name: str, worker: Worker) -> None:
@@ -86,6 +88,15 @@ class Kit:
     ) -> bytes:
         """The one-line idempotency wrapper for a mutating RPC (key from `request`)."""
         return await self.idempotency.run(request, handler)
+
+    def add_http_route(
+        self,
+        method: str,
+        path: str,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> None:
+        """Serve `handler` on the public HTTP port (started only if a route is added)."""
+        self.http.app.router.add_route(method, path, handler)
 
     def add_outbox_relay(
         self, handler: Callable[[OutboxEvent], Awaitable[None]], **options: Any
@@ -195,6 +206,10 @@ class App:
         return self.ops.port if self.ops else 0
 
     @property
+    def http_port(self) -> int:
+        return self.kit.http.port if self.kit else 0
+
+    @property
     def ready(self) -> bool:
         return self._serving and not self._shutting_down
 
@@ -224,6 +239,7 @@ class App:
             idempotency=idempotency,
             tokens=minter,
             domain=domain,
+            http=HttpServer(host=s.http_host, port=s.bind_http_port),
         )
         self.kit.add_worker(
             "idempotency-purge",
@@ -278,6 +294,8 @@ class App:
             raise OSError(f"cannot bind gRPC port {s.grpc_host}:{s.bind_grpc_port}")
         await server.start()
         self.server = server
+        if self.kit.http.has_routes:
+            await self.kit.http.start()
         await self._check_dependencies()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
         for worker_name, worker in self.kit.workers:
@@ -341,6 +359,7 @@ class App:
             except Exception:
                 _log.exception("worker failed", extra={"worker": worker_name})
         if self.kit is not None:
+            await self.kit.http.stop()
             await self.kit.redis.aclose()
             await self.kit.db.close()
         if self.ops is not None:

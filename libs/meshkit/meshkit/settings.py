@@ -30,6 +30,7 @@ class KitSettings(BaseSettings):
     service_name: ClassVar[str] = "service"
     default_grpc_port: ClassVar[int] = 50050
     default_ops_port: ClassVar[int] = 9100
+    default_http_port: ClassVar[int] = 8080
 
     app_env: Literal["dev", "test", "production"] = Field(
         "dev", description="dev | test | production; production refuses dev defaults."
@@ -43,6 +44,14 @@ class KitSettings(BaseSettings):
     ops_host: str = Field("127.0.0.1", description="Ops HTTP bind address (/metrics, /healthz).")
     ops_port: int | None = Field(
         None, description="Ops HTTP port; default per service (9101-9104); 0 picks a free port."
+    )
+    http_host: str = Field(
+        "127.0.0.1", description="Public HTTP bind address (webhooks, static metadata)."
+    )
+    http_port: int | None = Field(
+        None,
+        description="Public HTTP port, used when the service serves webhooks or metadata; "
+        "default per service (8081-8084); 0 picks a free port.",
     )
     database_url: SecretStr = Field(description="PostgreSQL URL (required).")
     db_schema: str | None = Field(None, description="Postgres schema; default the service name.")
@@ -139,6 +148,10 @@ class KitSettings(BaseSettings):
     @property
     def bind_grpc_port(self) -> int:
         return self.default_grpc_port if self.grpc_port is None else self.grpc_port
+
+    @property
+    def bind_http_port(self) -> int:
+        return self.default_http_port if self.http_port is None else self.http_port
 
     @property
     def bind_ops_port(self) -> int:

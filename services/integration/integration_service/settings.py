@@ -13,3 +13,4 @@ class IntegrationSettings(KitSettings):
     service_name: ClassVar[str] = "integration"
     default_grpc_port: ClassVar[int] = 50054
     default_ops_port: ClassVar[int] = 9104
+    default_http_port: ClassVar[int] = 8084

@@ -13,3 +13,4 @@ class NftSettings(KitSettings):
     service_name: ClassVar[str] = "nft"
     default_grpc_port: ClassVar[int] = 50052
     default_ops_port: ClassVar[int] = 9102
+    default_http_port: ClassVar[int] = 8082

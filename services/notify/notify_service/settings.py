@@ -13,3 +13,4 @@ class NotifySettings(KitSettings):
     service_name: ClassVar[str] = "notify"
     default_grpc_port: ClassVar[int] = 50053
     default_ops_port: ClassVar[int] = 9103
+    default_http_port: ClassVar[int] = 8083

@@ -13,3 +13,4 @@ class PaymentSettings(KitSettings):
     service_name: ClassVar[str] = "payment"
     default_grpc_port: ClassVar[int] = 50051
     default_ops_port: ClassVar[int] = 9101
+    default_http_port: ClassVar[int] = 8081

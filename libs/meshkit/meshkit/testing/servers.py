@@ -76,6 +76,7 @@ async def running_app(
         "db_schema": schema,
         "grpc_port": 0,
         "ops_port": 0,
+        "http_port": 0,
         "dev_dir": dev_dir,
         "shutdown_grace_s": 2.0,
         "health_check_interval_s": 0.2,
