@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import grpc
+
 from meshkit.auth import Policy, allow
 from meshkit.errors import FieldViolation, NotFound, invalid_argument
 from meshkit.migrations import MigrationSource
@@ -53,6 +55,8 @@ class KitAppServicer(notify_pb2_grpc.NotifyServiceServicer):
             raise invalid_argument([FieldViolation("variables.name", "must not be empty")])
         elif request.template_id == "missing":
             raise NotFound("template missing does not exist", reason="TEMPLATE_NOT_FOUND")
+        elif request.template_id == "abort":
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "aborted by the handler itself")
         elif request.template_id == "boom":
             raise RuntimeError("db password is hunter2")  # must never reach the client
         return notify_pb2.RenderTemplateResponse(subject=f"hello {variables.get('name', '')}")

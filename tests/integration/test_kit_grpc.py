@@ -307,6 +307,16 @@ async def test_metrics_count_real_codes(app: Any, stub: Any, tokens: TestTokens)
     assert await handled(app, "RenderTemplate", "INTERNAL") == 0
 
 
+async def test_handler_abort_counted_with_its_code(app: Any, stub: Any, tokens: TestTokens) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.RenderTemplate(
+            notify_pb2.RenderTemplateRequest(template_id="abort"), metadata=admin(tokens)
+        )
+    assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert await handled(app, "RenderTemplate", "ALREADY_EXISTS") == 1
+    assert await handled(app, "RenderTemplate", "UNKNOWN") == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Idempotency through the RPC
 

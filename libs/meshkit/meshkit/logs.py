@@ -16,7 +16,13 @@ from pythonjsonlogger.json import JsonFormatter
 from meshkit.context import request_id_var
 
 _SECRET_WORDS = ("authorization", "token", "secret", "password", "api_key", "card", "cvc")
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "service",
+    "request_id",
+}
+# Field names repeat (the same `extra=` keys on every line): decide once per name.
+_secret_keys: dict[str, bool] = {}
 
 
 class ContextFilter(logging.Filter):
@@ -28,11 +34,15 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
-        if not hasattr(record, "request_id"):
-            record.request_id = request_id_var.get()
-        for key in list(record.__dict__):
-            if key not in _RESERVED and any(w in key.lower() for w in _SECRET_WORDS):
-                record.__dict__[key] = "[redacted]"
+        fields = record.__dict__
+        if "request_id" not in fields:
+            fields["request_id"] = request_id_var.get()
+        for key in fields.keys() - _RESERVED:
+            secret = _secret_keys.get(key)
+            if secret is None:
+                secret = _secret_keys[key] = any(w in key.lower() for w in _SECRET_WORDS)
+            if secret:
+                fields[key] = "[redacted]"
         return True
 
 
@@ -41,9 +51,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            timestamp=False,
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
         )
     )
     handler.addFilter(ContextFilter(service))
