@@ -224,27 +224,12 @@ class KitInterceptor:
         self, method: _Method, inner: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                call = self._begin(method, context)
+            async with _Rpc(self, method, context) as rpc:
+                rpc.begin()
                 method.metrics.received.inc()
                 response = await inner(request, context)
-                method.metrics.sent.inc()
-                context.set_trailing_metadata((("x-request-id", call.request_id),))
+                rpc.succeeded()
                 return response
-            except AbortError:
-                code = _code_of(context)  # the handler aborted itself: count its real code
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                err = self._to_error(method, context, exc)
-                code = err.code
-                await self._abort(method, context, err)
-            finally:
-                self._end(method, context, code, started)
 
         return handle
 
@@ -254,27 +239,13 @@ class KitInterceptor:
         async def handle(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                call = self._begin(method, context)
+            async with _Rpc(self, method, context) as rpc:
+                rpc.begin()
                 method.metrics.received.inc()
                 async for item in inner(request, context):
                     method.metrics.sent.inc()
                     yield item
-                context.set_trailing_metadata((("x-request-id", call.request_id),))
-            except AbortError:
-                code = _code_of(context)
-                raise
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                err = self._to_error(method, context, exc)
-                code = err.code
-                await self._abort(method, context, err)
-            finally:
-                self._end(method, context, code, started)
+                rpc.succeeded(sent=False)
 
         return handle
 
@@ -292,26 +263,11 @@ class KitInterceptor:
         async def handle(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
         ) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                call = self._begin(method, context)
+            async with _Rpc(self, method, context) as rpc:
+                rpc.begin()
                 response = await inner(self._counted(method, requests), context)
-                method.metrics.sent.inc()
-                context.set_trailing_metadata((("x-request-id", call.request_id),))
+                rpc.succeeded()
                 return response
-            except AbortError:
-                code = _code_of(context)
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                err = self._to_error(method, context, exc)
-                code = err.code
-                await self._abort(method, context, err)
-            finally:
-                self._end(method, context, code, started)
 
         return handle
 
@@ -321,28 +277,58 @@ class KitInterceptor:
         async def handle(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                call = self._begin(method, context)
+            async with _Rpc(self, method, context) as rpc:
+                rpc.begin()
                 async for item in inner(self._counted(method, requests), context):
                     method.metrics.sent.inc()
                     yield item
-                context.set_trailing_metadata((("x-request-id", call.request_id),))
-            except AbortError:
-                code = _code_of(context)
-                raise
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                err = self._to_error(method, context, exc)
-                code = err.code
-                await self._abort(method, context, err)
-            finally:
-                self._end(method, context, code, started)
+                rpc.succeeded(sent=False)
 
         return handle
+
+
+class _Rpc:
+    """One call, whatever its kind: steps 1-3 in `begin()`, steps 5-6 when the block exits."""
+
+    __slots__ = ("context", "layer", "method", "request_id", "started")
+
+    def __init__(
+        self, layer: KitInterceptor, method: _Method, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        self.layer = layer
+        self.method = method
+        self.context = context
+        self.request_id = ""
+        self.started = time.perf_counter()
+
+    async def __aenter__(self) -> _Rpc:
+        return self
+
+    def begin(self) -> None:
+        # Inside the block (not in __aenter__) so an auth failure is mapped and counted too.
+        self.request_id = self.layer._begin(self.method, self.context).request_id
+
+    def succeeded(self, *, sent: bool = True) -> None:
+        if sent:
+            self.method.metrics.sent.inc()
+        self.context.set_trailing_metadata((("x-request-id", self.request_id),))
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        code = grpc.StatusCode.OK
+        try:
+            if isinstance(exc, AbortError):
+                code = _code_of(self.context)  # the handler aborted itself: its real code
+            elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+            elif isinstance(exc, Exception):
+                err = self.layer._to_error(self.method, self.context, exc)
+                code = err.code
+                await self.layer._abort(self.method, self.context, err)  # raises AbortError
+        finally:
+            self.layer._end(self.method, self.context, code, self.started)
+        return False
 
 
 class _WrappedGeneric(grpc.GenericRpcHandler):

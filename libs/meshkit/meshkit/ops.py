@@ -41,8 +41,8 @@ class HttpServer:
             self._runner = None
 
 
-class OpsServer:
-    """Starts/stops the ops HTTP listener; `port` is the bound port (useful with port 0)."""
+class OpsServer(HttpServer):
+    """The ops port: `/metrics`, `/healthz` (alive), `/readyz` (SERVING and not draining)."""
 
     def __init__(
         self,
@@ -52,12 +52,12 @@ class OpsServer:
         port: int,
         ready: Callable[[], bool],
     ) -> None:
+        super().__init__(host=host, port=port)
         self._registry = registry
-        self._host = host
-        self._port = port
         self._ready = ready
-        self._runner: web.AppRunner | None = None
-        self.port = port
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
@@ -70,22 +70,3 @@ class OpsServer:
         if self._ready():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
