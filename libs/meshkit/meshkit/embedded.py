@@ -18,6 +18,7 @@ event loop exists. Each server:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import importlib.util
@@ -100,7 +101,7 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _ServerProcess:
+class _ServerProcess(abc.ABC):
     """What both servers share: spawning, readiness polling, stopping, context management."""
 
     name = "server"
@@ -118,18 +119,21 @@ class _ServerProcess:
     def _prepare(self) -> None:
         """Create directories / data files before the first start."""
 
+    @abc.abstractmethod
     def _command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
+    @abc.abstractmethod
     def _ready(self) -> bool:
-        raise NotImplementedError
+        """True once the server accepts connections."""
 
     def _user(self) -> str | None:
         return None
 
     @property
+    @abc.abstractmethod
     def url(self) -> str:
-        raise NotImplementedError
+        """The URL clients connect to."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
