@@ -116,7 +116,7 @@ class _ServerProcess(abc.ABC):
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- subclass hooks -------------------------------------------------------------------------
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - optional hook, most servers need nothing
         """Create directories / data files before the first start."""
 
     @abc.abstractmethod
