@@ -38,6 +38,7 @@ from meshkit.auth import (
     load_private_key,
     load_public_keys,
 )
+from meshkit.clients import MeshClients
 from meshkit.db import Database
 from meshkit.idempotency import IdempotencyStore
 from meshkit.interceptor import KitInterceptor, Registrar
@@ -47,6 +48,7 @@ from meshkit.metrics import GrpcServerMetrics, new_registry
 from meshkit.migrations import KIT_MIGRATIONS, MigrationSource, migrate
 from meshkit.ops import HttpServer, OpsServer
 from meshkit.outbox import OutboxEvent, OutboxRelay, purge_delivered
+from meshkit.resilience import Guards, GuardSettings, connect_guard_redis, load_policies
 from meshkit.settings import KitSettings, SettingsError, load_settings
 
 _log = logging.getLogger("meshkit.server")
@@ -77,6 +79,10 @@ class Kit:
     tokens: TokenMinter
     domain: str
     http: HttpServer
+    guards: Guards
+    """One guard per outside provider: `await kit.guards["stripe"].call(op, fn, ...)`."""
+    clients: MeshClients
+    """Channels and typed stubs for calling the other mesh services."""
     workers: list[tuple[str, Worker]] = field(default_factory=list)
 
     def add_worker(self, name: str, worker: Worker) -> None:
@@ -231,6 +237,23 @@ class App:
         idempotency = IdempotencyStore(
             db, domain=domain, lock_timeout=s.idempotency_lock_s, ttl=s.idempotency_ttl_s
         )
+        guard_settings = GuardSettings(
+            expected_replicas=s.expected_replicas,
+            redis_timeout_s=s.guard_redis_timeout_s,
+            policies=load_policies(s.provider_policies),
+        )
+        guards = Guards(
+            connect_guard_redis(s.redis_url.get_secret_value(), guard_settings),
+            self.registry,
+            guard_settings,
+        )
+        clients = MeshClients(
+            targets=s.grpc_targets,
+            token_for=lambda audience: minter.service_token(
+                name, audience, ttl=s.service_token_ttl_s
+            ),
+            default_timeout_s=s.grpc_client_timeout_s,
+        )
         self.kit = Kit(
             settings=s,
             db=db,
@@ -240,6 +263,8 @@ class App:
             tokens=minter,
             domain=domain,
             http=HttpServer(host=s.http_host, port=s.bind_http_port),
+            guards=guards,
+            clients=clients,
         )
         self.kit.add_worker(
             "idempotency-purge",
@@ -360,6 +385,8 @@ class App:
                 _log.exception("worker failed", extra={"worker": worker_name})
         if self.kit is not None:
             await self.kit.http.stop()
+            await self.kit.clients.close()
+            await self.kit.guards.aclose()
             await self.kit.redis.aclose()
             await self.kit.db.close()
         if self.ops is not None:

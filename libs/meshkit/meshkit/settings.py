@@ -119,6 +119,34 @@ class KitSettings(BaseSettings):
     max_concurrent_rpcs: int | None = Field(
         None, description="Cap on concurrent RPCs per process (excess get RESOURCE_EXHAUSTED)."
     )
+    provider_policies: str = Field(
+        "",
+        description="Per-provider guard overrides as JSON, e.g. "
+        '{"stripe": {"rate": 20}} (fields of meshkit.resilience.ProviderPolicy).',
+    )
+    expected_replicas: int = Field(
+        2,
+        description="Replicas of this service; while Redis is unreachable each replica keeps "
+        "to its share of the provider limits.",
+    )
+    guard_redis_timeout_s: float = Field(
+        0.25, description="Timeout of one shared rate-limit / breaker decision in Redis."
+    )
+    grpc_client_timeout_s: float = Field(
+        5.0, description="Timeout of outbound mesh calls made without an inbound deadline."
+    )
+    payment_grpc_target: str = Field("127.0.0.1:50051", description="Address of payment.")
+    nft_grpc_target: str = Field("127.0.0.1:50052", description="Address of nft.")
+    notify_grpc_target: str = Field("127.0.0.1:50053", description="Address of notify.")
+    integration_grpc_target: str = Field("127.0.0.1:50054", description="Address of integration.")
+
+    @field_validator("provider_policies")
+    @classmethod
+    def _check_policies(cls, value: str) -> str:
+        from meshkit.resilience import load_policies
+
+        load_policies(value)  # raises ValueError naming every problem
+        return value
 
     @field_validator("jwt_issuers", mode="before")
     @classmethod
@@ -144,6 +172,16 @@ class KitSettings(BaseSettings):
     @property
     def audience(self) -> str:
         return self.jwt_audience or f"tickettoken.{self.service_name}"
+
+    @property
+    def grpc_targets(self) -> dict[str, str]:
+        """Addresses of the mesh services, for outbound calls."""
+        return {
+            "payment": self.payment_grpc_target,
+            "nft": self.nft_grpc_target,
+            "notify": self.notify_grpc_target,
+            "integration": self.integration_grpc_target,
+        }
 
     @property
     def bind_grpc_port(self) -> int:

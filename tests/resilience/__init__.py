@@ -1,0 +1,1 @@
+"""Tests of the resilience guard and the outbound gRPC client kit."""
