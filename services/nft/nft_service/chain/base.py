@@ -1,0 +1,202 @@
+"""The chain interface the service codes against, and the error classes it speaks.
+
+Two implementations: `LocalChain` (LiteSVM in-process, dev/test) and `RpcChain` (any Solana
+JSON-RPC endpoint through the `solana` AsyncClient). Both turn every failure into a `ChainError`
+with a `kind` from one small vocabulary, so the minter's retry decisions do not depend on which
+chain answered:
+
+  retryable:  rate_limited (429, honour Retry-After), node_behind (-32005), unavailable (5xx,
+              transport errors, timeouts) — the same request may simply be sent again;
+  rebuild:    blockhash_expired — the signed bytes can never land; check the chain, then sign
+              again with a fresh blockhash (same mint address);
+  verify:     already_processed, account_in_use — "maybe it already landed": read the chain;
+  permanent:  insufficient_funds, program_error — sending it again cannot help.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from solders.account import Account
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import Transaction
+from solders.transaction_status import (
+    InstructionErrorCustom,
+    InstructionErrorFieldless,
+    TransactionErrorFieldless,
+    TransactionErrorInstructionError,
+    TransactionErrorInsufficientFundsForRent,
+)
+
+
+class ErrorKind(enum.StrEnum):
+    RATE_LIMITED = "rate_limited"
+    NODE_BEHIND = "node_behind"
+    UNAVAILABLE = "unavailable"
+    CONFIRM_TIMEOUT = "confirm_timeout"
+    BLOCKHASH_EXPIRED = "blockhash_expired"
+    ALREADY_PROCESSED = "already_processed"
+    ACCOUNT_IN_USE = "account_in_use"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    PROGRAM_ERROR = "program_error"
+
+    @property
+    def retryable(self) -> bool:
+        """Sending the same request again may succeed."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.NODE_BEHIND,
+        ErrorKind.UNAVAILABLE,
+        ErrorKind.CONFIRM_TIMEOUT,
+    }
+)
+
+
+class ChainError(Exception):
+    """A classified chain failure; `retry_after` carries a server's Retry-After hint."""
+
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind.retryable
+
+
+def classify_transaction_error(err: object, funding_instructions: frozenset[int]) -> ChainError:
+    """Map a solders TransactionError (from LiteSVM, a preflight or a status) to a ChainError.
+
+    `funding_instructions` are the indices of instructions that move the payer's lamports
+    (system create, ATA create): a System error 1 there means the payer is short of funds and
+    a System error 0 on the create means the address is already taken.
+    """
+    text = str(err)
+    if isinstance(err, TransactionErrorFieldless):
+        if err == TransactionErrorFieldless.BlockhashNotFound:
+            return ChainError(ErrorKind.BLOCKHASH_EXPIRED, "blockhash not found")
+        if err == TransactionErrorFieldless.AlreadyProcessed:
+            return ChainError(ErrorKind.ALREADY_PROCESSED, "transaction already processed")
+        if err in (
+            TransactionErrorFieldless.InsufficientFundsForFee,
+            TransactionErrorFieldless.AccountNotFound,
+        ):
+            return ChainError(ErrorKind.INSUFFICIENT_FUNDS, f"payer cannot pay the fee ({text})")
+        return ChainError(ErrorKind.PROGRAM_ERROR, text)
+    if isinstance(err, TransactionErrorInsufficientFundsForRent):
+        return ChainError(ErrorKind.INSUFFICIENT_FUNDS, "insufficient funds for rent")
+    if isinstance(err, TransactionErrorInstructionError):
+        index, inner = err.index, err.err
+        if isinstance(inner, InstructionErrorCustom) and index in funding_instructions:
+            if inner.code == 1:
+                return ChainError(
+                    ErrorKind.INSUFFICIENT_FUNDS, f"instruction {index}: insufficient lamports"
+                )
+            if inner.code == 0:
+                return ChainError(
+                    ErrorKind.ACCOUNT_IN_USE, f"instruction {index}: account already in use"
+                )
+        if inner == InstructionErrorFieldless.InsufficientFunds:
+            return ChainError(ErrorKind.INSUFFICIENT_FUNDS, f"instruction {index}: {inner}")
+        return ChainError(ErrorKind.PROGRAM_ERROR, f"instruction {index}: {inner}")
+    return ChainError(ErrorKind.PROGRAM_ERROR, text)
+
+
+@dataclass(frozen=True, slots=True)
+class RecentBlockhash:
+    """A blockhash and the last block height at which transactions using it can land."""
+
+    blockhash: Hash
+    last_valid_block_height: int
+
+
+class TxStatus(enum.Enum):
+    LANDED = "landed"  # executed successfully at the configured commitment
+    FAILED = "failed"  # rejected or executed with an error (see error.kind)
+    UNKNOWN = "unknown"  # no answer in time: it may still land; check the chain before resending
+
+
+@dataclass(frozen=True, slots=True)
+class TxOutcome:
+    status: TxStatus
+    signature: Signature
+    slot: int = 0
+    error: ChainError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    """Accounts read together, and the slot they were read at."""
+
+    slot: int
+    accounts: list[Account | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    slot: int
+    lamports: int
+
+
+class Chain(Protocol):
+    """What the service needs from a Solana cluster."""
+
+    @property
+    def cluster(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def latest_blockhash(self) -> RecentBlockhash: ...
+
+    async def submit(
+        self,
+        tx: Transaction,
+        blockhash: RecentBlockhash,
+        funding_instructions: frozenset[int] = frozenset(),
+    ) -> TxOutcome:
+        """Send, then wait until it landed, failed, its blockhash expired or time ran out.
+
+        Failures are outcomes (FAILED with a classified error; an expired blockhash is FAILED
+        with kind blockhash_expired); only "could not even ask" raises ChainError.
+        """
+        ...
+
+    async def submit_many(
+        self,
+        items: Sequence[tuple[Transaction, frozenset[int]]],
+        blockhash: RecentBlockhash,
+    ) -> list[TxOutcome]:
+        """`submit` for several (transaction, funding instructions) signed with one blockhash,
+        confirmed together; outcomes in the same order."""
+        ...
+
+    async def landed(self, signatures: Sequence[Signature]) -> Signature | None:
+        """The one of `signatures` that executed successfully, if the chain still knows."""
+        ...
+
+    async def get_accounts(self, keys: Sequence[Pubkey]) -> Accounts: ...
+
+    async def get_balance(self, key: Pubkey) -> Balance: ...
+
+    async def rent_exempt_minimum(self, size: int) -> int: ...
+
+    async def token_accounts_of_mint(self, mint: Pubkey) -> list[Pubkey]:
+        """Token accounts of `mint` with a non-zero balance (largest first)."""
+        ...
+
+    async def fund(self, key: Pubkey, lamports: int) -> None:
+        """Dev/test only: give `key` lamports (LiteSVM airdrop, or requestAirdrop)."""
+        ...

@@ -1,0 +1,1 @@
+"""The nft domain: states, validation, metadata and retry decisions (pure logic, no I/O)."""

@@ -1,0 +1,1 @@
+"""Test support shipped with the nft service (never imported by production code paths)."""

@@ -1,0 +1,1 @@
+"""Tests of the nft service (real Postgres, Redis and LiteSVM; the service over gRPC)."""
