@@ -1,4 +1,7 @@
-"""Who may call each PaymentService RPC. Methods missing here are denied (checked at start)."""
+"""Who may call each PaymentService RPC. Methods missing here are denied (checked at start).
+
+Object-level rules (a buyer's own payments, a venue admin's own venues) are in access.py.
+"""
 
 from __future__ import annotations
 

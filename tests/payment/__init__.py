@@ -1,0 +1,1 @@
+"""Payment service tests (real Postgres, Redis, localstripe and gRPC)."""

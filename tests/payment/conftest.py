@@ -1,0 +1,151 @@
+"""Fixtures for the payment service tests: a real localstripe, the service over real gRPC.
+
+One localstripe process serves the whole session (a third-party stateful Stripe server: the
+official `stripe` SDK in the service talks to it over HTTP, and it delivers signed webhooks to
+the service's HTTP endpoint). Each test gets its own service instance in a fresh schema, and
+its ledger is checked for every invariant when the test ends.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from meshkit.embedded import death_signal_preexec, free_port
+from meshkit.server import App
+from meshkit.testing.servers import TestTokens, channel_for
+from payment_service import store
+from payment_service.app import DEFINITION
+from payment_service.domain.fees import Jurisdiction
+from tests.payment.support import (
+    STRIPE_KEY,
+    WEBHOOK_SECRET,
+    PaymentClient,
+    register_webhook,
+)
+from tickettoken.payment.v1 import payment_pb2_grpc
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[str]:
+    """Base URL of a localstripe server started for this test session."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "localstripe"), "--port", str(port), "--from-scratch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=death_signal_preexec(signal.SIGTERM),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            try:
+                httpx.get(f"{url}/v1/balance", auth=(STRIPE_KEY, ""), timeout=1.0)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("localstripe did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+AppFactory = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture
+async def start_payment(
+    app_factory: AppFactory, localstripe: str
+) -> AsyncIterator[Callable[..., Awaitable[App]]]:
+    """`app = await start_payment(**settings)`: the service against localstripe, its webhook
+    endpoint registered there; every started app's ledger is checked at teardown."""
+    started: list[App] = []
+
+    async def start(register: bool | None = True, **overrides: Any) -> App:
+        values: dict[str, Any] = {
+            "stripe_secret_key": STRIPE_KEY,
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "stripe_api_base": localstripe,
+            "reconcile_interval_s": 0,
+            "funds_hold_s": 0,
+            "refund_rate_limit_per_minute": 1000,
+        }
+        values.update(overrides)
+        app = await app_factory(DEFINITION, **values)
+        # localstripe keeps one test webhook: point it at this app, or (register=False) let it
+        # deliver nothing, so a test can play Stripe's deliveries itself; None leaves it to the
+        # app (STRIPE_DEV_REGISTER_WEBHOOK).
+        if register is not None:
+            await register_webhook(localstripe, app.http_port, None if register else ["none"])
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        assert app.kit is not None
+        async with app.kit.db.acquire() as conn:
+            problems = await store.check_ledger(conn)
+        assert problems == [], problems
+
+
+@pytest.fixture
+async def app(start_payment: Callable[..., Awaitable[App]]) -> App:
+    return await start_payment()
+
+
+@pytest.fixture
+async def client(app: App, tokens: TestTokens, localstripe: str) -> AsyncIterator[PaymentClient]:
+    async with channel_for(app) as channel:
+        yield PaymentClient(
+            app=app,
+            stub=payment_pb2_grpc.PaymentServiceStub(channel),
+            tokens=tokens,
+            localstripe=localstripe,
+        )
+
+
+async def add_venue(
+    app: App,
+    venue_id: str,
+    *,
+    region: str = "TN",
+    locality: str = "Nashville",
+    entertainment_tax: bool = False,
+    country: str = "US",
+) -> None:
+    assert app.kit is not None
+    async with app.kit.db.acquire() as conn:
+        await store.upsert_venue(
+            conn,
+            venue_id,
+            Jurisdiction(
+                country_code=country,
+                region_code=region,
+                locality=locality,
+                entertainment_tax_applies=entertainment_tax,
+            ),
+        )
+
+
+@pytest.fixture
+async def venue(app: App) -> str:
+    """A Nashville venue (state 7 %, local 2.25 %, no entertainment tax)."""
+    await add_venue(app, "venue-nash")
+    return "venue-nash"
