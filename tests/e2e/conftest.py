@@ -14,7 +14,10 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def port_is_free(port: int) -> bool:
+    """Free = a new server could listen on it now (SO_REUSEADDR, as every server sets; sockets
+    left in TIME_WAIT by closed connections do not count as bound)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit.auth import TokenMinter, ensure_dev_keys, load_private_key
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, death_signal_preexec, free_port
+from meshkit.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    LocalStripe,
+    death_signal_preexec,
+    free_port,
+)
 from meshkit.settings import DEV_ISSUER
 
 
@@ -57,19 +64,15 @@ SERVICES = (
 )
 
 
-def wait_serving(port: int, service: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+def is_serving(port: int, service: str) -> bool:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    return False
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1.0
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class Mesh:
@@ -81,6 +84,7 @@ class Mesh:
         self.grace = grace
         self.postgres: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
+        self.stripe: LocalStripe | None = None
         self.children: list[tuple[ServiceSpec, int, int, subprocess.Popen[bytes]]] = []
 
     def start(self) -> dict[str, object]:
@@ -97,6 +101,7 @@ class Mesh:
             self.redis = EmbeddedRedis(self.dev_dir / "redis", port)
             redis_url = self.redis.start()
         ensure_dev_keys(self.dev_dir)
+        service_env = self._provider_env()
         for spec in SERVICES:
             grpc_port = free_port() if self.free_ports else spec.grpc_port
             ops_port = free_port() if self.free_ports else spec.ops_port
@@ -112,6 +117,7 @@ class Mesh:
                 "HTTP_PORT": str(free_port() if self.free_ports else spec.http_port),
                 "MESH_EMBEDDED": "1" if embedded else "0",
                 "SHUTDOWN_GRACE_S": str(self.grace),
+                **service_env.get(spec.name, {}),
             }
             proc = subprocess.Popen(
                 [sys.executable, "-m", spec.module],
@@ -129,13 +135,33 @@ class Mesh:
             },
         }
 
-    def wait_ready(self, timeout: float) -> list[str]:
-        """Names of services that did not reach SERVING in time."""
-        return [
-            spec.name
-            for spec, grpc_port, _, _ in self.children
-            if not wait_serving(grpc_port, spec.grpc_service, timeout)
-        ]
+    def _provider_env(self) -> dict[str, dict[str, str]]:
+        """Dev values for the providers' settings: local stand-ins and test keys, each refused by
+        production settings. Anything already set in the environment wins."""
+        stripe_base = os.environ.get("STRIPE_API_BASE")
+        if not stripe_base:
+            self.stripe = LocalStripe(self.dev_dir / "localstripe", 0 if self.free_ports else 8420)
+            stripe_base = self.stripe.start()
+        payment = {
+            "STRIPE_API_BASE": stripe_base,
+            "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", "sk_test_mesh_dev"),
+            "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_mesh_dev"),
+            "STRIPE_DEV_REGISTER_WEBHOOK": "true" if self.stripe is not None else "false",
+        }
+        return {"payment": payment}
+
+    def wait_ready(self, timeout: float, stopping: Callable[[], bool]) -> list[str]:
+        """Names of services not SERVING in time; gives up early on Ctrl-C or a crash."""
+        waiting = {spec.name: (spec, port, proc) for spec, port, _, proc in self.children}
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline and not stopping():
+            for name, (spec, port, proc) in list(waiting.items()):
+                if proc.poll() is not None:
+                    return [name]
+                if is_serving(port, spec.grpc_service):
+                    del waiting[name]
+            time.sleep(0.2)
+        return sorted(waiting)
 
     def crashed(self) -> list[str]:
         return [spec.name for spec, _, _, proc in self.children if proc.poll() is not None]
@@ -151,6 +177,8 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.stripe is not None:
+            self.stripe.stop()
         if self.redis is not None:
             self.redis.stop()
         if self.postgres is not None:
@@ -204,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         state = mesh.start()
-        not_ready = mesh.wait_ready(args.ready_timeout)
+        not_ready = mesh.wait_ready(args.ready_timeout, lambda: stopping)
+        if stopping:
+            return 0
         if not_ready:
             sys.stderr.write(f"not SERVING in time: {', '.join(not_ready)}" + "\n")
             return 1

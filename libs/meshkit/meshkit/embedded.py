@@ -30,6 +30,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -447,6 +448,42 @@ class EmbeddedRedis(_ServerProcess):
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class LocalStripe(_ServerProcess):
+    """`localstripe` (PyPI; a third-party stateful Stripe server) for dev mode and tests.
+
+    The payment service talks to it through the official `stripe` SDK exactly as it would to
+    api.stripe.com; production settings refuse any non-Stripe API base.
+    """
+
+    name = "localstripe"
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, base_dir: Path, port: int = 0) -> None:
+        super().__init__(base_dir, port)
+        found = Path(sys.executable).parent / "localstripe"
+        if not found.exists():
+            which = shutil.which("localstripe")
+            if which is None:
+                raise EmbeddedServerError("localstripe is not installed (requirements/dev.txt)")
+            found = Path(which)
+        self.executable = found
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [str(self.executable), "--port", str(self.port), "--from-scratch"]
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"GET /v1/balance HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                return sock.recv(16).startswith(b"HTTP/")
         except OSError:
             return False
 
