@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import statistics
@@ -23,10 +22,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
+from _support import grpc_ready, log_to_file, pct_ms, wait_until
 
 from meshkit.auth import Policy, allow, ensure_dev_keys
 from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -81,15 +82,7 @@ async def serve(kind: str, port: int, log_file: Path) -> None:
         await stop.wait()
         await server.stop(1)
         return
-    handler = logging.FileHandler(log_file)
-    from meshkit.logs import configure_logging
-
-    configure_logging("bench")
-    root = logging.getLogger()
-    handler.setFormatter(root.handlers[0].formatter)
-    for f in root.handlers[0].filters:
-        handler.addFilter(f)
-    root.handlers = [handler]
+    log_to_file("bench", log_file)
     migrations = Path(tempfile.mkdtemp())
     (migrations / "0001_none.sql").write_text("SELECT 1;\n")
     definition = ServiceDefinition(BenchSettings, MigrationSource("bench", migrations), _build)
@@ -128,23 +121,6 @@ async def drive(port: int, metadata: tuple[tuple[str, str], ...]) -> tuple[float
         done = True
         await asyncio.gather(*tasks)
         return len(latencies) / elapsed, latencies
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            try:
-                grpc.channel_ready_future(ch).result(timeout=0.5)
-                return
-            except grpc.FutureTimeoutError:
-                continue
-    raise RuntimeError(f"server on {port} did not start")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def main() -> None:
@@ -188,13 +164,13 @@ def main() -> None:
                     env=env,
                 )
                 try:
-                    wait_port(port)
+                    wait_until(partial(grpc_ready, port), f"{kind} server")
                     md = kit_md if kind == "kit" else ()
                     qps, lat = asyncio.run(drive(port, md))
                     results[kind].append((qps, lat))
                     print(
-                        f"{kind:>4}: qps={qps:8.0f} p50_ms={pct(lat, 0.5):6.2f} "
-                        f"p99_ms={pct(lat, 0.99):6.2f}",
+                        f"{kind:>4}: qps={qps:8.0f} p50_ms={pct_ms(lat, 0.5):6.2f} "
+                        f"p99_ms={pct_ms(lat, 0.99):6.2f}",
                         flush=True,
                     )
                 finally:
@@ -208,13 +184,13 @@ def main() -> None:
     kit_lat = [v for _, lat in results["kit"] for v in lat]
     bare_lat = [v for _, lat in results["bare"] for v in lat]
     print(
-        f"bare p50_ms={pct(bare_lat, 0.5):.2f} p99_ms={pct(bare_lat, 0.99):.2f}; "
-        f"kit p50_ms={pct(kit_lat, 0.5):.2f} p99_ms={pct(kit_lat, 0.99):.2f}; "
+        f"bare p50_ms={pct_ms(bare_lat, 0.5):.2f} p99_ms={pct_ms(bare_lat, 0.99):.2f}; "
+        f"kit p50_ms={pct_ms(kit_lat, 0.5):.2f} p99_ms={pct_ms(kit_lat, 0.99):.2f}; "
         f"concurrency={CONCURRENCY} seconds={SECONDS} rounds={ROUNDS}"
     )
     print(
         f"grpc_overhead: ratio={kit_qps / bare_qps:.3f} kit_qps={kit_qps:.0f} "
-        f"bare_qps={bare_qps:.0f} p99_ms={pct(kit_lat, 0.99):.2f}"
+        f"bare_qps={bare_qps:.0f} p99_ms={pct_ms(kit_lat, 0.99):.2f}"
     )
 
 

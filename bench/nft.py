@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+from _support import grpc_ready, wait_until
 from google.protobuf.timestamp_pb2 import Timestamp
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
@@ -156,18 +157,6 @@ async def drive(
         return elapsed, minted, before - after, failed
 
 
-def wait_port(port: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            try:
-                grpc.channel_ready_future(ch).result(timeout=0.5)
-                return
-            except grpc.FutureTimeoutError:
-                continue
-    raise RuntimeError(f"nft service on {port} did not start")
-
-
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-nft-"))
     postgres = EmbeddedPostgres(work / "pg", fsync=False)
@@ -194,7 +183,7 @@ def main() -> None:
     runs: list[tuple[float, int, int, int]] = []
     proc = subprocess.Popen([sys.executable, "-m", "nft_service"], env=env)
     try:
-        wait_port(port)
+        wait_until(lambda: grpc_ready(port), "nft service", timeout=90)
         for round_no in range(ROUNDS):
             runs.append(asyncio.run(drive(port, md, round_no)))
             elapsed, minted, _, failed = runs[-1]

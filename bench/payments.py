@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import statistics
@@ -34,6 +33,7 @@ from typing import Any
 import grpc
 import httpx
 import stripe
+from _support import grpc_serving, log_to_file, pct_ms, wait_until
 
 from meshkit.auth import ensure_dev_keys
 from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -61,15 +61,7 @@ async def serve(port: int, log_file: Path) -> None:
     """The payment service, as its process runs it, with the access log written to a file."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    from meshkit.logs import configure_logging
-
-    configure_logging("payment")
-    root = logging.getLogger()
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(root.handlers[0].formatter)
-    for f in root.handlers[0].filters:
-        handler.addFilter(f)
-    root.handlers = [handler]
+    log_to_file("payment", log_file)
     settings = load_settings(
         PaymentSettings,
         grpc_port=port,
@@ -202,28 +194,6 @@ def wait_http(url: str, timeout: float = 30) -> None:
             time.sleep(0.05)
 
 
-def wait_serving(port: int, timeout: float = 60) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError("payment service did not start")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", action="store_true")
@@ -275,7 +245,7 @@ def main() -> None:
             ],
             env=env,
         )
-        wait_serving(port)
+        wait_until(lambda: grpc_serving(port), "payment service")
         for _ in range(ROUNDS):
             for kind in ("baseline", "service"):
                 flush(localstripe)
@@ -286,8 +256,8 @@ def main() -> None:
                 results[kind].append(outcome)
                 rps, lat, errors = outcome
                 print(
-                    f"{kind:>8}: rps={rps:7.1f} p50_ms={pct(lat, 0.5):7.1f} "
-                    f"p99_ms={pct(lat, 0.99):7.1f} errors={errors}",
+                    f"{kind:>8}: rps={rps:7.1f} p50_ms={pct_ms(lat, 0.5):7.1f} "
+                    f"p99_ms={pct_ms(lat, 0.99):7.1f} errors={errors}",
                     flush=True,
                 )
     finally:
@@ -303,12 +273,12 @@ def main() -> None:
     lat = [v for _, values, _ in results["service"] for v in values]
     base_lat = [v for _, values, _ in results["baseline"] for v in values]
     print(
-        f"baseline p50_ms={pct(base_lat, 0.5):.1f} p99_ms={pct(base_lat, 0.99):.1f}; "
+        f"baseline p50_ms={pct_ms(base_lat, 0.5):.1f} p99_ms={pct_ms(base_lat, 0.99):.1f}; "
         f"concurrency={CONCURRENCY} seconds={SECONDS} rounds={ROUNDS}"
     )
     print(
-        f"payments: ratio={rps / base:.3f} rps={rps:.1f} p50_ms={pct(lat, 0.5):.1f} "
-        f"p99_ms={pct(lat, 0.99):.1f} baseline_rps={base:.1f}"
+        f"payments: ratio={rps / base:.3f} rps={rps:.1f} p50_ms={pct_ms(lat, 0.5):.1f} "
+        f"p99_ms={pct_ms(lat, 0.99):.1f} baseline_rps={base:.1f}"
     )
 
 

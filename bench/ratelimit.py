@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from _support import pct_ms
 from prometheus_client import CollectorRegistry
 
 from meshkit.embedded import EmbeddedRedis
@@ -42,11 +43,6 @@ LIMIT = 45
 REPLICAS = 4
 CALLERS = 8
 LOAD_SECONDS = 20.0
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def _sequential(op: Callable[[], Awaitable[object]], n: int) -> list[float]:
@@ -111,9 +107,9 @@ async def decisions(redis_url: str) -> dict[str, float]:
     gcra_qps = statistics.median(gcra_runs)
     return {
         "decision_p50_ms": statistics.median(gcra_lat) * 1000,
-        "decision_p99_ms": _pct(gcra_lat, 0.99) * 1000,
+        "decision_p99_ms": pct_ms(gcra_lat, 0.99),
         "incr_p50_ms": statistics.median(incr_lat) * 1000,
-        "incr_p99_ms": _pct(incr_lat, 0.99) * 1000,
+        "incr_p99_ms": pct_ms(incr_lat, 0.99),
         "decisions_per_s": gcra_qps,
         "incr_per_s": incr_qps,
     }

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 
 import aiohttp
 import stripe
+from _support import log_to_file, pct_ms
 
 from meshkit.auth import ensure_dev_keys
 from meshkit.db import Database
@@ -51,15 +51,7 @@ WEBHOOK_SECRET = "whsec_bench"
 async def serve(http_port: int, log_file: Path) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    from meshkit.logs import configure_logging
-
-    configure_logging("payment")
-    root = logging.getLogger()
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(root.handlers[0].formatter)
-    for f in root.handlers[0].filters:
-        handler.addFilter(f)
-    root.handlers = [handler]
+    log_to_file("payment", log_file)
     settings = load_settings(
         PaymentSettings,
         grpc_port=0,
@@ -210,11 +202,6 @@ def wait_http(port: int, timeout: float = 60) -> None:
             time.sleep(0.1)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", action="store_true")
@@ -267,7 +254,7 @@ def main() -> None:
         redis.stop()
         postgres.stop()
     print(f"payments={PAYMENTS} warmup={WARMUP} concurrency={args.concurrency}")
-    p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
+    p50, p99 = pct_ms(latencies, 0.5), pct_ms(latencies, 0.99)
     print(f"webhooks: p50_ms={p50:.1f} p99_ms={p99:.1f} rps={rps:.0f}")
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from meshkit.context import request_id_var
 
@@ -70,9 +70,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """JSON lines on stderr for the whole process (idempotent: replaces earlier handlers)."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(service: str, level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines on stderr (or `stream`) for the whole process; replaces earlier handlers."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     # No caller lookup (a stack walk per record) and no thread/process names: unused fields.
     logging._srcfile = None
