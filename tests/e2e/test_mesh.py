@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,60 @@ def test_metrics_show_real_codes(mesh: dict[str, Any], grpcurl: str) -> None:
     assert counts[("ReconcilePayments", "INVALID_ARGUMENT")] == 1
     assert counts[("ReconcilePayments", "OK")] == 0
     assert counts[("Check", "OK")] >= 1  # health checks go through the same layer
+
+
+def test_demo_purchase_through_grpcurl(mesh: dict[str, Any], grpcurl: str) -> None:
+    """The banner's CreatePayment example: real Stripe SDK → localstripe, demo venue seeded."""
+    port = mesh["services"]["payment"]["grpc"]
+    buyer = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meshkit.devtokens",
+            "--dev-dir",
+            str(mesh["dev_dir"]),
+            "--role",
+            "buyer",
+            "--sub",
+            "buyer-1",
+            "--aud",
+            "tickettoken.payment",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    body = {
+        "idempotency_key": str(uuid.uuid4()),
+        "order_id": "order-e2e",
+        "venue_id": "venue-demo",
+        "event_id": "event-1",
+        "buyer_id": "buyer-1",
+        "currency": "USD",
+        "payment_method_id": "pm_card_visa",
+        "line_items": [
+            {
+                "ticket_type_id": "ga",
+                "quantity": 2,
+                "unit_price": {"currency": "USD", "amount_minor": "5000"},
+            }
+        ],
+    }
+    args = (
+        "-H",
+        f"authorization: Bearer {buyer}",
+        "-d",
+        json.dumps(body),
+        f"127.0.0.1:{port}",
+        "tickettoken.payment.v1.PaymentService/CreatePayment",
+    )
+    first = grpcurl_run(grpcurl, *args)
+    assert first.returncode == 0, first.stderr
+    payment = json.loads(first.stdout)["payment"]
+    assert payment["status"] == "PAYMENT_STATUS_SUCCEEDED"
+    assert payment["provider_payment_id"].startswith("pi_"), first.stdout
+    again = grpcurl_run(grpcurl, *args)
+    assert again.returncode == 0 and json.loads(again.stdout) == json.loads(first.stdout)
 
 
 def test_ctrl_c_stops_everything(mesh: dict[str, Any]) -> None:

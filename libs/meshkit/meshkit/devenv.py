@@ -163,6 +163,20 @@ class Mesh:
             time.sleep(0.2)
         return sorted(waiting)
 
+    def seed_demo_data(self, database_url: str) -> None:
+        """A demo venue (Nashville, TN, entertainment tax) so the printed CreatePayment example
+        works at once; venues have no RPC (see payment_service.venues)."""
+        subprocess.run(
+            [
+                sys.executable, "-m", "payment_service.venues", "upsert", DEMO_VENUE,
+                "--country", "US", "--region", "TN", "--locality", "Nashville",
+                "--entertainment-tax",
+            ],
+            env={**os.environ, "DATABASE_URL": database_url, "DB_SCHEMA": "payment"},
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
     def crashed(self) -> list[str]:
         return [spec.name for spec, _, _, proc in self.children if proc.poll() is not None]
 
@@ -185,6 +199,9 @@ class Mesh:
             self.postgres.stop()
 
 
+DEMO_VENUE = "venue-demo"
+
+
 def banner(state: dict[str, object], token: str) -> str:
     services = state["services"]
     assert isinstance(services, dict)
@@ -202,6 +219,19 @@ def banner(state: dict[str, object], token: str) -> str:
         "  TOKEN=$(.venv/bin/python -m meshkit.devtokens --role admin --aud tickettoken.payment)",
         f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
         f"-d '{{}}' 127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/ListPayments",
+        "",
+        "Buy two tickets (localstripe charges the test card; demo venue in Nashville, TN):",
+        "  BUYER=$(.venv/bin/python -m meshkit.devtokens --role buyer --sub buyer-1 "
+        "--aud tickettoken.payment)",
+        "  KEY=$(.venv/bin/python -c 'import uuid; print(uuid.uuid4())')",
+        f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $BUYER" -d '
+        f'\'{{"idempotency_key": "\'$KEY\'", "order_id": "order-1", '
+        f'"venue_id": "{DEMO_VENUE}", "event_id": "event-1", '
+        f'"buyer_id": "buyer-1", "currency": "USD", '
+        f'"payment_method_id": "pm_card_visa", "line_items": [{{"ticket_type_id": '
+        f'"ga", "quantity": 2, "unit_price": {{"currency": "USD", '
+        f'"amount_minor": "5000"}}}}]}}\' '
+        f"127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/CreatePayment",
         "",
         f"An admin token for the payment service (1 h): {token}",
         "More tokens: make tokens.   Stop: Ctrl-C.",
@@ -238,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if not_ready:
             sys.stderr.write(f"not SERVING in time: {', '.join(not_ready)}" + "\n")
             return 1
+        mesh.seed_demo_data(str(state["database_url"]))
         if args.state_file:
             args.state_file.write_text(json.dumps(state, indent=2))
         keys = ensure_dev_keys(args.dev_dir)
