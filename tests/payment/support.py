@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import grpc
 import httpx
 import stripe
+from google.rpc import error_details_pb2, status_pb2
 
 from meshkit.server import App
 from meshkit.testing.servers import TestTokens
+from payment_service.payments import Payments
+from payment_service.servicer import PaymentServicer
 from tickettoken.common.v1 import common_pb2
 from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
 
@@ -63,6 +67,40 @@ def event_payload(event_type: str, obj: dict[str, Any], event_id: str | None = N
         },
         sort_keys=True,
     ).encode()
+
+
+def payments_of(app: App) -> Payments:
+    """The running app's payment flows (to reach its Stripe adapter from a test)."""
+    [registration] = app.registrations
+    servicer = registration.servicer
+    assert isinstance(servicer, PaymentServicer)
+    return servicer.payments
+
+
+def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status an error carries in its trailers."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            assert isinstance(value, bytes)
+            return status_pb2.Status.FromString(value)
+    raise AssertionError("no grpc-status-details-bin in trailers")
+
+
+def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    for packed in status_of(err).details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return info
+    raise AssertionError("no ErrorInfo in the status")
+
+
+def retry_delay(err: grpc.aio.AioRpcError) -> float | None:
+    """RetryInfo's delay in seconds, None when the error carries no RetryInfo."""
+    for packed in status_of(err).details:
+        retry = error_details_pb2.RetryInfo()
+        if packed.Unpack(retry):
+            return float(retry.retry_delay.ToTimedelta().total_seconds())
+    return None
 
 
 @dataclass
@@ -197,6 +235,16 @@ class PaymentClient:
             result: dict[str, Any] = response.json()
             return result
 
+    async def refunds_at_stripe(self, intent_id: str) -> list[dict[str, Any]]:
+        """The refunds localstripe holds for this PaymentIntent's charge."""
+        async with self._http() as http:
+            response = await http.get(
+                "/v1/refunds", params={"payment_intent": intent_id, "limit": 100}
+            )
+            response.raise_for_status()
+            refunds: list[dict[str, Any]] = response.json()["data"]
+            return refunds
+
     async def authenticate(self, intent_id: str, client_secret: str, success: bool = True) -> None:
         """Complete (or fail) 3-D Secure the way Stripe.js would on the buyer's device."""
         async with self._http() as http:
@@ -222,6 +270,19 @@ class PaymentClient:
             ) as response,
         ):
             return response.status, await response.json()
+
+    async def metric(self, sample: str) -> float | None:
+        """The value of one sample (name with labels, as exposed) on the app's /metrics."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.app.ops_port}/metrics") as response,
+        ):
+            text = await response.text()
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+        return None
 
     # -- database ---------------------------------------------------------------------------
     async def fetch(self, sql: str, *args: Any) -> list[Any]:

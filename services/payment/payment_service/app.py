@@ -102,12 +102,14 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         refund_limiter=PrincipalRateLimiter(
             kit.redis, name="refund", limit=settings.refund_rate_limit_per_minute
         ),
+        registry=kit.registry,
     )
     payouts = Payouts(db=kit.db, gateway=gateway, settings=settings)
     webhooks = Webhooks(
         db=kit.db,
         gateway=gateway,
         core=core,
+        payments=payments,
         payouts=payouts,
         secret=settings.stripe_webhook_secret.get_secret_value(),
         tolerance_s=settings.stripe_webhook_tolerance_s,

@@ -4,6 +4,17 @@ reconciliation alike, always inside the caller's transaction and under the payme
 Each function moves the payment through the state machine (a conditional UPDATE that refuses
 stale or invalid transitions), posts the matching ledger transaction (at most once per provider
 object, by a unique constraint) and writes the outbox event, so the three commit together.
+
+Late capture (defence in depth): when Stripe reports a captured PaymentIntent for a payment we
+have already closed (CANCELLED or FAILED) — by webhook, by a create call's late answer or by
+reconciliation, all of which come through `apply_intent` — the money is neither ignored nor kept.
+In the caller's transaction the payment moves to SUCCEEDED (`late_capture_at` set, no
+`payment.succeeded` event: nothing must be fulfilled for it), the charge is posted, and a PENDING
+refund of the whole amount is held under a deterministic id. `Applied.LATE_CAPTURE` tells the
+caller to send that refund to Stripe once its transaction has committed
+(`payments.Payments.refund_late_capture`); if that send never happens (a crash, Stripe down),
+reconciliation's stuck-refund pass sends it with the same Idempotency-Key. The refund's success
+moves the payment to REFUNDED through the ordinary refund code, so the ledger nets to zero.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -22,6 +34,7 @@ from payment_service.adapters.stripe_gateway import IntentResult
 from payment_service.domain import ledger
 from payment_service.domain.states import (
     CAPTURED_STATES,
+    LATE_CAPTURE_FROM,
     CauseKind,
     PaymentStatus,
     RefundStatus,
@@ -44,12 +57,25 @@ class Applied(enum.Enum):
     CHANGED = "changed"  # the state moved (and its money and events were written)
     UNCHANGED = "unchanged"  # already there: a duplicate or a confirmation of what we know
     REFUSED = "refused"  # the state machine does not allow it (stale or out of order)
+    # Stripe captured a payment we had closed: charged, and a full refund is held to be sent
+    # by the caller after commit (see the module docstring).
+    LATE_CAPTURE = "late_capture"
 
 
 @dataclass(frozen=True, slots=True)
 class Cause:
     kind: CauseKind
     ref: str  # RPC method, webhook event id, or reconciliation run id
+
+
+# Who "created" an automatic late-capture refund (refunds.created_by).
+LATE_CAPTURE_ACTOR = "system:late-capture"
+
+
+def late_capture_refund_id(payment_id: uuid.UUID) -> uuid.UUID:
+    """The one automatic refund a late-captured payment can have (deterministic, so a retried
+    or concurrent detection finds the same refund instead of making a second one)."""
+    return convert.derive_id("late-capture-refund", str(payment_id))
 
 
 def split_of(p: PaymentRecord) -> ledger.Split:
@@ -77,7 +103,7 @@ class Core:
                 extra={"payment_id": str(payment.id), "intent_id": result.intent_id},
             )
             return payment, Applied.REFUSED
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if result.intent_id and not payment.provider_payment_id:
             changes["provider_payment_id"] = result.intent_id
         if result.charge_id and result.charge_id != payment.provider_charge_id:
@@ -96,6 +122,8 @@ class Core:
             changes["failure_code"] = result.failure_code or "payment_failed"
             changes["decline_code"] = result.decline_code or None
             changes["failure_message"] = result.failure_message or None
+        if target is PaymentStatus.SUCCEEDED and payment.state in LATE_CAPTURE_FROM:
+            return await self._late_capture(conn, payment, changes, cause)
         if target is PaymentStatus.SUCCEEDED and payment.state not in (
             PaymentStatus.PENDING,
             PaymentStatus.PROCESSING,
@@ -135,6 +163,47 @@ class Core:
                 event_id=convert.derive_id(str(moved.id), TOPIC_FAILED),
             )
         return moved, Applied.CHANGED
+
+    async def _late_capture(
+        self,
+        conn: asyncpg.Connection,
+        payment: PaymentRecord,
+        changes: dict[str, Any],
+        cause: Cause,
+    ) -> tuple[PaymentRecord, Applied]:
+        """Stripe captured a payment we closed: record the money, and hold it all for a refund.
+
+        The payment must pass through SUCCEEDED because the ledger (and its invariant check)
+        says a captured payment has exactly one charge posting, and the refund's posting later
+        takes exactly that back. No `payment.succeeded` event is written: the order was closed,
+        nothing may be fulfilled for this money. The refund holds the whole total, so no other
+        refund can be taken from it meanwhile.
+        """
+        closed_as = payment.status
+        moved = await store.transition(
+            conn,
+            payment.id,
+            PaymentStatus.SUCCEEDED,
+            cause=cause.kind,
+            cause_ref=cause.ref,
+            from_states=LATE_CAPTURE_FROM,
+            late_capture_at=datetime.now(UTC),
+            **changes,
+        )
+        if moved is None:  # pragma: no cover - the caller holds the row lock
+            return payment, Applied.REFUSED
+        await self._post_charge(conn, moved, cause)
+        moved, _ = await self.new_refund(
+            conn,
+            moved,
+            refund_id=late_capture_refund_id(moved.id),
+            amount=moved.total,
+            reason=payment_pb2.REFUND_REASON_OTHER,
+            note=f"automatic refund: Stripe captured the payment after it was {closed_as}",
+            ticket_ids=convert.ticket_ids_of(moved),
+            created_by=LATE_CAPTURE_ACTOR,
+        )
+        return moved, Applied.LATE_CAPTURE
 
     async def _post_charge(
         self, conn: asyncpg.Connection, payment: PaymentRecord, cause: Cause

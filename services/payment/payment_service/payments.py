@@ -13,6 +13,12 @@ If phase 2 fails in transport, the RPC fails retryably (the kit releases the ide
 the row stays PENDING, and either the client's retry, the webhook, or reconciliation finishes it.
 Refunds follow the same shape; the refundable remainder is held under the payment's row lock
 before Stripe is called, so concurrent refunds can never exceed what was paid.
+
+Cancelling is decided by Stripe, never guessed locally (see `Payments.cancel`): a payment whose
+PaymentIntent id is not recorded yet may be charged at Stripe right now, so it is not cancelled
+but answered ABORTED (retry later). If Stripe nevertheless captures money for a payment closed
+here, the late capture is charged and refunded in full automatically (`core.Core.apply_intent`,
+then `Payments.refund_late_capture`).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 from google.protobuf import timestamp_pb2
+from prometheus_client import CollectorRegistry, Counter
 
 from meshkit.context import Principal
 from meshkit.db import Database
 from meshkit.errors import (
+    Aborted,
     FailedPrecondition,
     FieldViolation,
     NotFound,
@@ -37,13 +45,14 @@ from meshkit.errors import (
 )
 from payment_service import access, convert, store
 from payment_service.adapters.stripe_gateway import IntentResult, StripeGateway, StripeRejected
-from payment_service.core import Applied, Cause, Core
+from payment_service.core import Applied, Cause, Core, late_capture_refund_id
 from payment_service.domain import fees
 from payment_service.domain.states import (
     CAPTURED_STATES,
     OPEN_STATES,
     CauseKind,
     PaymentStatus,
+    RefundStatus,
 )
 from payment_service.ratelimit import PrincipalRateLimiter
 from payment_service.settings import PaymentSettings
@@ -54,6 +63,23 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+
+REASON_CREATE_IN_PROGRESS = "PAYMENT_CREATE_IN_PROGRESS"
+# RetryInfo bounds for a cancel that must wait for the create: a create normally answers within
+# a second; one whose outcome stayed unknown for long (a crash) waits for Stripe's webhook or
+# reconciliation, so the hint grows with the payment's age up to the maximum.
+CANCEL_RETRY_MIN_S = 1.0
+CANCEL_RETRY_MAX_S = 30.0
+
+
+class PaymentMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.late_capture_refunds = Counter(
+            "payment_late_capture_refunds_total",
+            "Automatic full refunds of money Stripe captured for a payment closed here "
+            "(CANCELLED or FAILED).",
+            registry=registry,
+        )
 
 
 class Payments:
@@ -67,12 +93,14 @@ class Payments:
         core: Core,
         settings: PaymentSettings,
         refund_limiter: PrincipalRateLimiter,
+        registry: CollectorRegistry,
     ) -> None:
         self.db = db
         self.gateway = gateway
         self.core = core
         self.settings = settings
         self.refund_limiter = refund_limiter
+        self.metrics = PaymentMetrics(registry)
 
     # -- fees ---------------------------------------------------------------------------------
 
@@ -237,7 +265,11 @@ class Payments:
         assert payment is not None
         if payment.state is PaymentStatus.PENDING and not payment.provider_payment_id:
             payment = await self._confirm(payment, request.return_url)
-        return payment_pb2.CreatePaymentResponse(payment=convert.payment_to_proto(payment))
+        refunds: Sequence[RefundRecord] = ()
+        if payment.late_capture_at is not None:
+            # Only a late capture gets a refund during a create: show it with the payment.
+            payment, refunds = await self.load(payment.id)
+        return payment_pb2.CreatePaymentResponse(payment=convert.payment_to_proto(payment, refunds))
 
     async def _confirm(self, payment: PaymentRecord, return_url: str) -> PaymentRecord:
         try:
@@ -265,12 +297,16 @@ class Payments:
                 failure_message=exc.message,
                 declined=True,
             )
+        cause = Cause(CauseKind.RPC, "CreatePayment")
         async with self.db.transaction() as conn:
             locked = await store.get_payment(conn, payment.id, for_update=True)
             assert locked is not None
-            moved, _ = await self.core.apply_intent(
-                conn, locked, result, Cause(CauseKind.RPC, "CreatePayment")
-            )
+            closed_as = locked.state
+            moved, applied = await self.core.apply_intent(conn, locked, result, cause)
+        if applied is Applied.LATE_CAPTURE:
+            # Stripe charged after the payment was closed here (e.g. reconciliation gave up on
+            # this slow create): the money goes straight back.
+            moved = await self.refund_late_capture(moved.id, closed_as, cause)
         return moved
 
     # -- read ---------------------------------------------------------------------------------
@@ -442,7 +478,7 @@ class Payments:
         assert payment.provider_payment_id is not None
         try:
             result = await self.gateway.create_refund(
-                idempotency_key=f"tt-refund-{refund.id}",
+                idempotency_key=refund_idempotency_key(payment.id, refund.id),
                 intent_id=payment.provider_payment_id,
                 amount=refund.amount,
                 metadata={
@@ -487,6 +523,32 @@ class Payments:
     async def cancel(
         self, request: payment_pb2.CancelPaymentRequest
     ) -> payment_pb2.CancelPaymentResponse:
+        """Cancel an uncaptured payment — at Stripe first, and only ever to Stripe's real state.
+
+        A payment is cancelled only through its PaymentIntent: Stripe cancels it (or refuses
+        because it moved on, e.g. it just succeeded, and we apply what it really is). An open
+        payment with no PaymentIntent id recorded is in doubt: its create call may be waiting on
+        Stripe right now, or it crashed / lost its connection after Stripe created and charged
+        the intent but before we recorded the id. Nothing here can tell those apart from "Stripe
+        never saw it", so it is NOT cancelled locally: the answer is ABORTED
+        `PAYMENT_CREATE_IN_PROGRESS` with RetryInfo, and nothing changes. (Cancelling it locally
+        is exactly how money got captured for a CANCELLED payment.)
+
+        The doubt ends from Stripe's side: the create call records Stripe's answer; after a
+        crash, Stripe's webhook (every PaymentIntent we create carries our payment id in its
+        metadata) or the client's retry of CreatePayment (same Stripe Idempotency-Key, so Stripe
+        replays its first answer) records the intent. Then a retried cancel either cancels the
+        intent at Stripe or finds it captured (INVALID_TRANSITION: refund it instead). If Stripe
+        never got the request, nothing will ever name an intent: reconciliation gives the
+        payment up as FAILED after its threshold (`reconcile_older_than_s`).
+
+        Not chosen: looking the intent up at Stripe. Search by metadata is eventually
+        consistent (a miss proves nothing), listing cannot filter by metadata, and replaying the
+        create with its idempotency key would create and confirm the charge if Stripe never saw
+        it, the opposite of a cancel. Should a capture still reach a payment closed here (a
+        slow create after reconciliation gave up, rows cancelled before this rule), the
+        late-capture path charges and refunds it automatically (`refund_late_capture`).
+        """
         p = access.principal()
         payment_id = convert.parse_uuid(request.payment_id, "payment_id")
         if request.reason not in payment_pb2.CancellationReason.values():
@@ -496,35 +558,85 @@ class Payments:
             return payment_pb2.CancelPaymentResponse(payment=convert.payment_to_proto(payment))
         if payment.state not in OPEN_STATES:
             raise _not_cancellable(payment)
-        result: IntentResult | None = None
-        if payment.provider_payment_id:
-            try:
-                result = await self.gateway.cancel_intent(
-                    idempotency_key=f"tt-cancel-{payment.id}",
-                    intent_id=payment.provider_payment_id,
-                )
-            except StripeRejected:
-                # Stripe refuses to cancel an intent that moved on (e.g. it just succeeded):
-                # learn its real state and apply that instead.
-                result = await self.gateway.retrieve_intent(payment.provider_payment_id)
+        if not payment.provider_payment_id:
+            raise _create_in_progress(payment)
+        try:
+            result = await self.gateway.cancel_intent(
+                idempotency_key=f"tt-cancel-{payment.id}",
+                intent_id=payment.provider_payment_id,
+            )
+        except StripeRejected:
+            # Stripe refuses to cancel an intent that moved on (e.g. it just succeeded):
+            # learn its real state and apply that instead.
+            result = await self.gateway.retrieve_intent(payment.provider_payment_id)
+        # Stripe's cancellation_reason has other values (and localstripe refuses it): the
+        # reason is kept with the transition instead.
+        reason = payment_pb2.CancellationReason.Name(request.reason)
+        cause = Cause(CauseKind.RPC, f"CancelPayment:{reason}")
         async with self.db.transaction() as conn:
             locked = await store.get_payment(conn, payment_id, for_update=True)
             assert locked is not None
-            # Stripe's cancellation_reason has other values (and localstripe refuses it): the
-            # reason is kept with the transition instead.
-            reason = payment_pb2.CancellationReason.Name(request.reason)
-            cause = Cause(CauseKind.RPC, f"CancelPayment:{reason}")
-            if result is not None:
-                locked, _ = await self.core.apply_intent(conn, locked, result, cause)
-            elif locked.state in OPEN_STATES:
-                moved = await store.transition(
-                    conn, locked.id, PaymentStatus.CANCELLED, cause=cause.kind, cause_ref=cause.ref
-                )
-                locked = moved or locked
+            closed_as = locked.state
+            locked, applied = await self.core.apply_intent(conn, locked, result, cause)
+        if applied is Applied.LATE_CAPTURE:
+            # Closed by someone else meanwhile, and Stripe says it captured: refund it.
+            locked = await self.refund_late_capture(locked.id, closed_as, cause)
         if locked.state is not PaymentStatus.CANCELLED:
             raise _not_cancellable(locked)
         payment, refunds = await self.load(payment_id)
         return payment_pb2.CancelPaymentResponse(payment=convert.payment_to_proto(payment, refunds))
+
+    # -- late capture -------------------------------------------------------------------------
+
+    async def refund_late_capture(
+        self, payment_id: uuid.UUID, closed_as: PaymentStatus, cause: Cause
+    ) -> PaymentRecord:
+        """Send the automatic refund of a late capture; call once, after the transaction in
+        which `core.Core.apply_intent` answered `Applied.LATE_CAPTURE` has committed.
+
+        Raises an alert (an ERROR log line and `payment_late_capture_refunds_total`), then
+        sends the held refund under the Idempotency-Key `tt-autorefund-<payment id>`. A
+        transport failure is logged and left to reconciliation, which sends the PENDING refund
+        again with the same key; the caller's own outcome (a processed webhook, a create's
+        answer) is not failed for it. Returns the payment as it stands afterwards.
+        """
+        payment, refunds = await self.load(payment_id)
+        refund_id = late_capture_refund_id(payment_id)
+        refund = next((r for r in refunds if r.id == refund_id), None)
+        self.metrics.late_capture_refunds.inc()
+        logger.error(
+            "Stripe captured a payment that was closed here; refunding it automatically",
+            extra={
+                "payment_id": str(payment_id),
+                "provider_payment_id": payment.provider_payment_id,
+                "closed_as": closed_as.name,
+                "amount": payment.total,
+                "currency": payment.currency,
+                "refund_id": str(refund_id),
+                "cause": f"{cause.kind.value}:{cause.ref}",
+            },
+        )
+        if refund is None or refund.state is not RefundStatus.PENDING or refund.provider_refund_id:
+            return payment  # already sent (or settled) by someone else
+        try:
+            refund = await self.send_refund(payment, refund, cause)
+        except Exception:
+            logger.warning(
+                "automatic refund not sent yet; reconciliation will send it",
+                extra={"payment_id": str(payment_id), "refund_id": str(refund_id)},
+                exc_info=True,
+            )
+            return (await self.load(payment_id))[0]
+        if refund.state in (RefundStatus.FAILED, RefundStatus.CANCELLED):
+            logger.error(
+                "Stripe refused the automatic refund of a late capture; refund it by hand",
+                extra={
+                    "payment_id": str(payment_id),
+                    "refund_id": str(refund_id),
+                    "failure_reason": refund.failure_reason,
+                },
+            )
+        return (await self.load(payment_id))[0]
 
     async def _visible(
         self, payment_id: uuid.UUID, p: Principal, *, write: str
@@ -543,6 +655,25 @@ class Payments:
                 f"the caller may not {write} this payment", reason="PAYMENT_NOT_OWNED"
             )
         return payment, ()
+
+
+def refund_idempotency_key(payment_id: uuid.UUID, refund_id: uuid.UUID) -> str:
+    """Stripe's Idempotency-Key for a refund: derived from our ids, the same on every try
+    (the automatic late-capture refund from the payment id, one per payment)."""
+    if refund_id == late_capture_refund_id(payment_id):
+        return f"tt-autorefund-{payment_id}"
+    return f"tt-refund-{refund_id}"
+
+
+def _create_in_progress(payment: PaymentRecord) -> Aborted:
+    pending_s = max(0.0, (datetime.now(UTC) - payment.updated_at).total_seconds())
+    return Aborted(
+        "the payment is still being created at the payment provider (or its outcome is not "
+        "known yet); retry the cancellation later",
+        reason=REASON_CREATE_IN_PROGRESS,
+        metadata={"payment_id": str(payment.id), "status": payment.status},
+        retry_after=min(CANCEL_RETRY_MAX_S, max(CANCEL_RETRY_MIN_S, pending_s)),
+    )
 
 
 def _not_cancellable(payment: PaymentRecord) -> FailedPrecondition:

@@ -3,7 +3,8 @@
 A payment that stays PENDING / PROCESSING / REQUIRES_ACTION past a threshold usually means a lost
 webhook or a crash between the Stripe call and our commit. Each one is fetched from Stripe and
 moved through `core.Core.apply_intent` — the same transition code RPCs and webhooks use — so the
-ledger and outbox follow exactly as if the webhook had arrived. Every difference is reported;
+ledger and outbox follow exactly as if the webhook had arrived (a capture Stripe made for a
+payment closed meanwhile is refunded automatically, as there). Every difference is reported;
 nothing is changed in a dry run. Runs as a periodic job (one replica at a time, by a Redis lock)
 and on demand through ReconcilePayments.
 """
@@ -235,14 +236,18 @@ class Reconciler:
         found.to_status = int(target)  # type: ignore[assignment]
         if dry_run:
             return found
+        cause = Cause(CauseKind.RECONCILIATION, run_id)
         async with self.db.transaction() as conn:
             locked = await store.get_payment(conn, payment.id, for_update=True)
             assert locked is not None
-            moved, applied = await self.core.apply_intent(
-                conn, locked, result, Cause(CauseKind.RECONCILIATION, run_id)
-            )
+            moved, applied = await self.core.apply_intent(conn, locked, result, cause)
         found.from_status = int(locked.state)  # type: ignore[assignment]
-        if applied is Applied.CHANGED:
+        if applied is Applied.LATE_CAPTURE:
+            # Closed here while we asked Stripe, which captured it: the money goes back.
+            moved = await self.payments.refund_late_capture(moved.id, locked.state, cause)
+            found.applied = True
+            found.detail = f"captured after the payment was {locked.status}: refunded automatically"
+        elif applied is Applied.CHANGED:
             found.applied = True
         elif applied is Applied.REFUSED:
             found.action = Action.RECONCILIATION_ACTION_MANUAL_REVIEW

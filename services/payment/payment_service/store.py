@@ -9,7 +9,7 @@ table is enforced here by conditional UPDATEs (`transition`), the ledger's "neve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
@@ -69,6 +69,8 @@ class PaymentRecord:
     created_at: datetime
     updated_at: datetime
     succeeded_at: datetime | None
+    # Set when Stripe captured money after we had closed the payment (see core.Core).
+    late_capture_at: datetime | None
 
     @property
     def state(self) -> PaymentStatus:
@@ -246,6 +248,7 @@ _UPDATABLE = frozenset(
         "failure_message",
         "refund_held",
         "refund_succeeded",
+        "late_capture_at",
     }
 )
 
@@ -275,6 +278,7 @@ async def transition(
     *,
     cause: CauseKind,
     cause_ref: str,
+    from_states: Collection[PaymentStatus] | None = None,
     **changes: Any,
 ) -> PaymentRecord | None:
     """Move a payment to `target` if the state machine allows it from its current state.
@@ -283,6 +287,9 @@ async def transition(
     refuses an invalid (or stale, out-of-order) transition even under concurrent writers.
     Returns the updated payment, or None when the transition is not allowed (nothing changed).
     The transition and its cause are recorded in payment_transitions by the same statement.
+
+    `from_states` replaces the table's sources for one explicit correction outside it (the
+    late-capture path, `domain.states.LATE_CAPTURE_FROM`); every other caller leaves it out.
     """
     unknown = set(changes) - _UPDATABLE
     if unknown:
@@ -311,7 +318,7 @@ async def transition(
         """,
         payment_id,
         target.name,
-        [s.name for s in allowed_from(target)],
+        [s.name for s in (allowed_from(target) if from_states is None else from_states)],
         cause.value,
         cause_ref,
         *changes.values(),

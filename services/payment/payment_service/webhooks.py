@@ -10,6 +10,12 @@
 
 Out-of-order events are harmless: the state machine only moves forward, so a stale
 `requires_action` after `succeeded` is acknowledged and ignored. Unknown types are acknowledged.
+
+A `payment_intent.succeeded` for a payment closed here (CANCELLED or FAILED) is a late capture:
+step 2 charges it and holds a full refund (`core.Core`), and once that transaction has committed
+the refund is sent to Stripe (`payments.Payments.refund_late_capture`). A redelivery of the event
+is a duplicate, and another event announcing the same success finds the payment captured
+already: the money is refunded once.
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ from payment_service.adapters.stripe_gateway import (
 )
 from payment_service.convert import derive_id, ts
 from payment_service.core import Applied, Cause, Core
-from payment_service.domain.states import STRIPE_INTENT_EVENTS, CauseKind, RefundStatus
+from payment_service.domain.states import (
+    STRIPE_INTENT_EVENTS,
+    CauseKind,
+    PaymentStatus,
+    RefundStatus,
+)
+from payment_service.payments import Payments
 from payment_service.payouts import Payouts
 from payment_service.store import PaymentRecord
 from tickettoken.common.v1 import common_pb2
@@ -85,6 +97,7 @@ class Webhooks:
         db: Database,
         gateway: StripeGateway,
         core: Core,
+        payments: Payments,
         payouts: Payouts,
         secret: str,
         tolerance_s: int,
@@ -94,6 +107,7 @@ class Webhooks:
         self.db = db
         self.gateway = gateway
         self.core = core
+        self.payments = payments
         self.payouts = payouts
         self._secret = secret
         self.tolerance_s = tolerance_s
@@ -125,7 +139,9 @@ class Webhooks:
         event_id = str(event["id"])
         event_type = str(event["type"])
         try:
-            status, payment_id = await self._process(event_id, event_type, event, webhook.payload)
+            status, payment_id, late_capture = await self._process(
+                event_id, event_type, event, webhook.payload
+            )
         except Exception as exc:
             self.metrics.received.labels(event_type, "failed").inc()
             logger.exception(
@@ -145,6 +161,18 @@ class Webhooks:
                 reason="WEBHOOK_PROCESSING_FAILED",
                 retry_after=1.0,
             ) from None
+        if late_capture is not None and payment_id is not None:
+            # After the commit: the event is processed whatever happens to this call, and a
+            # refund that is not sent now is sent by reconciliation (same Idempotency-Key).
+            try:
+                await self.payments.refund_late_capture(
+                    payment_id, late_capture, Cause(CauseKind.WEBHOOK, event_id)
+                )
+            except Exception:
+                logger.exception(
+                    "automatic refund of a late capture failed; reconciliation will send it",
+                    extra={"event_id": event_id, "payment_id": str(payment_id)},
+                )
         self.metrics.received.labels(event_type, common_pb2.WebhookStatus.Name(status)).inc()
         self.metrics.seconds.observe(time.perf_counter() - started)
         return payment_pb2.HandleProviderWebhookResponse(
@@ -183,8 +211,11 @@ class Webhooks:
 
     async def _process(
         self, event_id: str, event_type: str, event: dict[str, Any], payload: bytes
-    ) -> tuple[Status, uuid.UUID | None]:
+    ) -> tuple[Status, uuid.UUID | None, PaymentStatus | None]:
+        """Process the event in one transaction; the third value is the closed state of a
+        payment this event found late-captured (its refund is sent after the commit)."""
         cause = Cause(CauseKind.WEBHOOK, event_id)
+        late_capture: PaymentStatus | None = None
         async with self.db.transaction() as conn:
             # A row held by a slow writer must not hold the delivery for long: fail fast (the
             # claim sets the transaction's lock_timeout) and let Stripe retry instead of timing
@@ -193,10 +224,10 @@ class Webhooks:
                 conn, event_id, event_type, payload, lock_timeout_ms=self.lock_timeout_ms
             )
             if claimed is not None:
-                return DUPLICATE, None
+                return DUPLICATE, None, None
             obj = (event.get("data") or {}).get("object") or {}
             if event_type in STRIPE_INTENT_EVENTS:
-                status, payment_id = await self._intent(conn, obj, cause)
+                status, payment_id, late_capture = await self._intent(conn, obj, cause)
             elif event_type == "charge.refunded":
                 status, payment_id = await self._charge_refunded(conn, obj, cause)
             elif event_type in REFUND_EVENTS:
@@ -210,7 +241,7 @@ class Webhooks:
             await store.mark_event_processed(
                 conn, event_id, common_pb2.WebhookStatus.Name(status), payment_id
             )
-        return status, payment_id
+        return status, payment_id, late_capture
 
     async def _payment_for(
         self, conn: asyncpg.Connection, *, metadata: Any, intent_id: str, charge_id: str = ""
@@ -230,15 +261,16 @@ class Webhooks:
 
     async def _intent(
         self, conn: asyncpg.Connection, obj: dict[str, Any], cause: Cause
-    ) -> tuple[Status, uuid.UUID | None]:
+    ) -> tuple[Status, uuid.UUID | None, PaymentStatus | None]:
         result = intent_result(obj)
         payment = await self._payment_for(
             conn, metadata=obj.get("metadata"), intent_id=result.intent_id
         )
         if payment is None:
-            return IGNORED, None
+            return IGNORED, None, None
         _, applied = await self.core.apply_intent(conn, payment, result, cause)
-        return (IGNORED if applied is Applied.REFUSED else PROCESSED), payment.id
+        late_capture = payment.state if applied is Applied.LATE_CAPTURE else None
+        return (IGNORED if applied is Applied.REFUSED else PROCESSED), payment.id, late_capture
 
     async def _charge_refunded(
         self, conn: asyncpg.Connection, charge: dict[str, Any], cause: Cause

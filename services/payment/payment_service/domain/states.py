@@ -48,6 +48,16 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 }
 
 
+# Closed states Stripe can still capture money for ("late capture"): a create whose answer came
+# after the payment was closed (reconciliation gave up on it, or a cancel recorded before this
+# rule existed), or a webhook announcing such a capture. Deliberately NOT in TRANSITIONS: no
+# ordinary writer may revive a closed payment. Only core.Core's late-capture path moves these
+# to SUCCEEDED (passing this set to store.transition explicitly), and in the same transaction
+# posts the charge and holds the whole amount for an automatic refund, so the payment ends
+# REFUNDED and the money goes back to the buyer.
+LATE_CAPTURE_FROM = frozenset({S.CANCELLED, S.FAILED})
+
+
 def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
     return target in TRANSITIONS[current]
 
