@@ -16,8 +16,6 @@ from google.rpc import error_details_pb2, status_pb2
 
 from meshkit.server import App
 from meshkit.testing.servers import TestTokens
-from payment_service.payments import Payments
-from payment_service.servicer import PaymentServicer
 from tickettoken.common.v1 import common_pb2
 from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
 
@@ -67,14 +65,6 @@ def event_payload(event_type: str, obj: dict[str, Any], event_id: str | None = N
         },
         sort_keys=True,
     ).encode()
-
-
-def payments_of(app: App) -> Payments:
-    """The running app's payment flows (to reach its Stripe adapter from a test)."""
-    [registration] = app.registrations
-    servicer = registration.servicer
-    assert isinstance(servicer, PaymentServicer)
-    return servicer.payments
 
 
 def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:

@@ -3,14 +3,17 @@
 Everything runs against the real localstripe and the service over gRPC/HTTP; the ledger of every
 app is checked for all its invariants at teardown (conftest).
 
-Two test-only seams at the Stripe adapter boundary, installed with `monkeypatch` on the running
-app's `StripeGateway` instance (nothing in the service or its settings can enable them):
+The service's Stripe traffic goes through a fault-injecting HTTP proxy (`stripe_proxy`): the
+service and its `stripe` SDK run unmodified, and the faults are made on the network, where they
+happen in production:
 
-* `HeldCreate` holds `create_intent` before it reaches Stripe until the test releases it: the
-  "create is waiting on Stripe" window, made deterministic instead of raced with sleeps;
-* `lose_create_answer` lets Stripe create (and charge) the PaymentIntent, then raises as if the
-  connection or the process died before the answer was read: the payment stays PENDING with no
-  PaymentIntent id while Stripe has the intent, exactly the state a crash leaves.
+* `hold` keeps the PaymentIntent create at the proxy, before it reaches Stripe, until the test
+  releases it: the "create is waiting on Stripe" window, made deterministic instead of raced
+  with sleeps;
+* `lose_answer` lets Stripe create (and charge) the PaymentIntent, then closes the connection
+  without its answer and cuts the guard's retries: the create fails as UNAVAILABLE and the
+  payment stays PENDING with no PaymentIntent id while Stripe has the intent, exactly the state
+  a crash leaves.
 
 These were preferred over writing a STARTED idempotency row and a PENDING payment by hand: the
 payment, its Stripe intent and the create's own late answer all come from the real code paths.
@@ -19,6 +22,8 @@ payment, its Stripe intent and the create's own late answer all come from the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,15 +35,14 @@ import pytest
 from meshkit.server import App
 from meshkit.testing.servers import TestTokens, channel_for
 from payment_service import store
-from payment_service.adapters.stripe_gateway import IntentResult
 from payment_service.domain.states import CauseKind, PaymentStatus
 from tests.payment.conftest import add_venue
+from tests.payment.stripe_proxy import StripeProxy
 from tests.payment.support import (
     THREE_D_SECURE,
     PaymentClient,
     error_info,
     event_payload,
-    payments_of,
     retry_delay,
     sign,
 )
@@ -46,63 +50,46 @@ from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
 
 P = payment_pb2
 Start = Callable[..., Awaitable[App]]
+StartQuiet = Callable[..., Awaitable[PaymentClient]]
 LATE_CAPTURE_METRIC = "payment_late_capture_refunds_total"
-
-
-async def started(
-    start_payment: Start, tokens: TestTokens, localstripe: str, **settings: object
-) -> tuple[PaymentClient, grpc.aio.Channel]:
-    """An app that gets no webhook deliveries from localstripe: the test plays Stripe."""
-    app = await start_payment(register=False, **settings)
-    await add_venue(app, "venue-nash")
-    channel = channel_for(app)
-    return PaymentClient(
-        app, payment_pb2_grpc.PaymentServiceStub(channel), tokens, localstripe
-    ), channel
+CREATE_INTENT = ("POST", "/v1/payment_intents")
 
 
 @pytest.fixture
-async def quiet(
-    start_payment: Start, tokens: TestTokens, localstripe: str
-) -> AsyncIterator[PaymentClient]:
-    client, channel = await started(start_payment, tokens, localstripe)
-    async with channel:
-        yield client
+async def start_quiet(
+    stripe_proxy: StripeProxy, start_payment: Start, tokens: TestTokens, localstripe: str
+) -> AsyncIterator[StartQuiet]:
+    """`client = await start_quiet(**settings)`: an app whose Stripe calls go through the proxy
+    and that gets no webhook deliveries from localstripe (the test plays Stripe). The client's
+    own localstripe calls (to inspect Stripe's state) go to localstripe directly."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**settings: object) -> PaymentClient:
+            values: dict[str, object] = {
+                "stripe_api_base": stripe_proxy.url,
+                # The faults injected here are Stripe health failures to the kit guard, whose
+                # breaker state lives in Redis shared by every test of the session: keep it out
+                # of this (retries stay on, with the service's own policy).
+                "provider_policies": json.dumps({"stripe": {"breaker": False}}),
+            }
+            values.update(settings)
+            app = await start_payment(register=False, **values)
+            await add_venue(app, "venue-nash")
+            channel = await stack.enter_async_context(channel_for(app))
+            return PaymentClient(
+                app, payment_pb2_grpc.PaymentServiceStub(channel), tokens, localstripe
+            )
+
+        try:
+            yield start
+        finally:
+            # A failed test must not leave a create held at the proxy while its app stops.
+            stripe_proxy.release_all()
 
 
-class HeldCreate:
-    """Holds the app's PaymentIntent create at the adapter boundary until `release()`."""
-
-    def __init__(self, app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-        gateway = payments_of(app).gateway
-        self._real = gateway.create_intent
-        self.entered = asyncio.Event()
-        self._released = asyncio.Event()
-        monkeypatch.setattr(gateway, "create_intent", self._held)
-
-    async def _held(self, **kwargs: Any) -> IntentResult:
-        self.entered.set()
-        await self._released.wait()
-        return await self._real(**kwargs)
-
-    async def wait_entered(self) -> None:
-        await asyncio.wait_for(self.entered.wait(), timeout=10)
-
-    def release(self) -> None:
-        self._released.set()
-
-
-def lose_create_answer(app: App, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Every create reaches Stripe, but its answer is lost; returns a function that undoes it."""
-    gateway = payments_of(app).gateway
-    real = gateway.create_intent
-
-    async def lost(**kwargs: Any) -> IntentResult:
-        await real(**kwargs)
-        raise ConnectionResetError("connection lost before Stripe's answer was read")
-
-    monkeypatch.setattr(gateway, "create_intent", lost)
-    return lambda: monkeypatch.setattr(gateway, "create_intent", real)
+@pytest.fixture
+async def quiet(start_quiet: StartQuiet) -> PaymentClient:
+    return await start_quiet()
 
 
 def cancel_request(payment_id: str) -> P.CancelPaymentRequest:
@@ -123,13 +110,18 @@ async def transitions(client: PaymentClient, payment_id: str) -> list[tuple[Any,
 
 
 async def created_without_answer(
-    client: PaymentClient, monkeypatch: pytest.MonkeyPatch, **create: Any
+    client: PaymentClient, proxy: StripeProxy, **create: Any
 ) -> tuple[str, dict[str, Any]]:
     """A create whose Stripe answer was lost: (our PENDING payment id, Stripe's intent)."""
-    restore = lose_create_answer(client.app, monkeypatch)
-    with pytest.raises(grpc.aio.AioRpcError):
+    lost = proxy.lose_answer(*CREATE_INTENT)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.create(**create)
-    restore()
+    lost.release()
+    # The outcome is unknown to the service: a transport failure, not a decline or a refusal.
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    # Exactly one create reached Stripe (the guard's retries were cut) and no answer got back.
+    assert lost.forwarded == 1
+    assert lost.dropped == lost.matched
     [row] = await client.fetch(
         "SELECT id, status, provider_payment_id FROM payments WHERE status = 'PENDING'"
     )
@@ -139,11 +131,11 @@ async def created_without_answer(
 
 
 async def cancelled_but_captured(
-    client: PaymentClient, monkeypatch: pytest.MonkeyPatch
+    client: PaymentClient, proxy: StripeProxy
 ) -> tuple[str, dict[str, Any]]:
     """A payment CANCELLED here whose PaymentIntent Stripe captured: what the old cancel left
     behind (it cancelled a create in doubt locally). Closed through the store, as it did."""
-    payment_id, intent = await created_without_answer(client, monkeypatch)
+    payment_id, intent = await created_without_answer(client, proxy)
     assert intent["status"] == "succeeded"
     assert client.app.kit is not None
     async with client.app.kit.db.transaction() as conn:
@@ -162,9 +154,9 @@ async def cancelled_but_captured(
 
 
 async def test_cancel_while_create_waits_on_stripe_is_aborted_and_the_charge_stands(
-    quiet: PaymentClient, monkeypatch: pytest.MonkeyPatch
+    quiet: PaymentClient, stripe_proxy: StripeProxy
 ) -> None:
-    held = HeldCreate(quiet.app, monkeypatch)
+    held = stripe_proxy.hold(*CREATE_INTENT)
     request = quiet.create_request()
     md = quiet.buyer()
 
@@ -175,7 +167,7 @@ async def test_cancel_while_create_waits_on_stripe_is_aborted_and_the_charge_sta
         return reply
 
     creating = asyncio.create_task(create())
-    await held.wait_entered()
+    await held.wait_arrived()
     [row] = await quiet.fetch("SELECT id, status, provider_payment_id FROM payments")
     payment_id = str(row["id"])
     assert (row["status"], row["provider_payment_id"]) == ("PENDING", None)
@@ -192,8 +184,10 @@ async def test_cancel_while_create_waits_on_stripe_is_aborted_and_the_charge_sta
     assert (await quiet.get(payment_id)).status == P.PAYMENT_STATUS_PENDING
 
     # Stripe now charges: the create's answer is the payment's real state.
+    assert held.forwarded == 0
     held.release()
     created = (await creating).payment
+    assert (held.matched, held.forwarded) == (1, 1)
     assert created.status == P.PAYMENT_STATUS_SUCCEEDED
     [intent] = await quiet.intents_for(payment_id=payment_id)
     assert intent["status"] == "succeeded" and intent["id"] == created.provider_payment_id
@@ -214,11 +208,11 @@ async def test_cancel_while_create_waits_on_stripe_is_aborted_and_the_charge_sta
 
 
 async def test_cancel_after_a_lost_create_answer_waits_for_stripe_then_cancels_there(
-    quiet: PaymentClient, monkeypatch: pytest.MonkeyPatch
+    quiet: PaymentClient, stripe_proxy: StripeProxy
 ) -> None:
     # The create crashed after Stripe created the intent (3-D Secure: waiting for the buyer).
     pm = await quiet.payment_method(THREE_D_SECURE)
-    payment_id, intent = await created_without_answer(quiet, monkeypatch, pm=pm)
+    payment_id, intent = await created_without_answer(quiet, stripe_proxy, pm=pm)
     assert intent["status"] == "requires_action"
 
     cancel = cancel_request(payment_id)
@@ -246,9 +240,9 @@ async def test_cancel_after_a_lost_create_answer_waits_for_stripe_then_cancels_t
 
 
 async def test_succeeded_webhook_for_a_cancelled_payment_is_refunded_automatically(
-    quiet: PaymentClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    quiet: PaymentClient, stripe_proxy: StripeProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    payment_id, intent = await cancelled_but_captured(quiet, monkeypatch)
+    payment_id, intent = await cancelled_but_captured(quiet, stripe_proxy)
     total = intent["amount"]
     # The buyer has paid the order since with another payment: that one stays untouched.
     order_id = (await quiet.get(payment_id)).order_id
@@ -314,9 +308,9 @@ async def test_succeeded_webhook_for_a_cancelled_payment_is_refunded_automatical
 
 
 async def test_replayed_late_capture_webhook_refunds_once(
-    quiet: PaymentClient, monkeypatch: pytest.MonkeyPatch
+    quiet: PaymentClient, stripe_proxy: StripeProxy
 ) -> None:
-    payment_id, intent = await cancelled_but_captured(quiet, monkeypatch)
+    payment_id, intent = await cancelled_but_captured(quiet, stripe_proxy)
     body = event_payload("payment_intent.succeeded", intent)
     status, reply = await quiet.post_webhook(body, sign(body))
     assert (status, reply["status"]) == (200, "WEBHOOK_STATUS_PROCESSED")
@@ -339,37 +333,38 @@ async def test_replayed_late_capture_webhook_refunds_once(
 
 
 async def test_late_create_answer_after_reconciliation_gave_up_is_refunded(
-    start_payment: Start, tokens: TestTokens, localstripe: str, monkeypatch: pytest.MonkeyPatch
+    start_quiet: StartQuiet, stripe_proxy: StripeProxy
 ) -> None:
-    client, channel = await started(start_payment, tokens, localstripe, reconcile_older_than_s=0)
-    async with channel:
-        held = HeldCreate(client.app, monkeypatch)
-        creating = asyncio.create_task(client.create())
-        await held.wait_entered()
-        payment_id = str(await client.fetchval("SELECT id FROM payments"))
-        # Reconciliation gives up on the PaymentIntent-less payment while its create still
-        # waits on Stripe ...
-        report = await client.stub.ReconcilePayments(
-            P.ReconcilePaymentsRequest(idempotency_key=str(uuid.uuid4()), payment_ids=[payment_id]),
-            metadata=client.admin(),
-        )
-        [found] = report.discrepancies
-        assert (found.action, found.applied) == (
-            P.RECONCILIATION_ACTION_MARKED_FAILED,
-            True,
-        )
-        assert (await client.get(payment_id)).status == P.PAYMENT_STATUS_FAILED
-        # ... then Stripe charges, and the create's late answer sends the money back.
-        held.release()
-        created = await creating
-        assert created.status == P.PAYMENT_STATUS_REFUNDED
-        assert [r.status for r in created.refunds] == [P.REFUND_STATUS_SUCCEEDED]
-        [refund] = await client.refunds_at_stripe(created.provider_payment_id)
-        assert refund["amount"] == created.total.amount_minor
-        assert await transitions(client, payment_id) == [
-            (None, "PENDING", "rpc"),
-            ("PENDING", "FAILED", "reconciliation"),
-            ("FAILED", "SUCCEEDED", "rpc"),
-            ("SUCCEEDED", "REFUNDED", "rpc"),
-        ]
-        assert await client.metric(LATE_CAPTURE_METRIC) == 1.0
+    client = await start_quiet(reconcile_older_than_s=0)
+    held = stripe_proxy.hold(*CREATE_INTENT)
+    creating = asyncio.create_task(client.create())
+    await held.wait_arrived()
+    payment_id = str(await client.fetchval("SELECT id FROM payments"))
+    # Reconciliation gives up on the PaymentIntent-less payment while its create still
+    # waits on Stripe ...
+    report = await client.stub.ReconcilePayments(
+        P.ReconcilePaymentsRequest(idempotency_key=str(uuid.uuid4()), payment_ids=[payment_id]),
+        metadata=client.admin(),
+    )
+    [found] = report.discrepancies
+    assert (found.action, found.applied) == (
+        P.RECONCILIATION_ACTION_MARKED_FAILED,
+        True,
+    )
+    assert (await client.get(payment_id)).status == P.PAYMENT_STATUS_FAILED
+    assert held.forwarded == 0
+    # ... then Stripe charges, and the create's late answer sends the money back.
+    held.release()
+    created = await creating
+    assert (held.matched, held.forwarded) == (1, 1)
+    assert created.status == P.PAYMENT_STATUS_REFUNDED
+    assert [r.status for r in created.refunds] == [P.REFUND_STATUS_SUCCEEDED]
+    [refund] = await client.refunds_at_stripe(created.provider_payment_id)
+    assert refund["amount"] == created.total.amount_minor
+    assert await transitions(client, payment_id) == [
+        (None, "PENDING", "rpc"),
+        ("PENDING", "FAILED", "reconciliation"),
+        ("FAILED", "SUCCEEDED", "rpc"),
+        ("SUCCEEDED", "REFUNDED", "rpc"),
+    ]
+    assert await client.metric(LATE_CAPTURE_METRIC) == 1.0

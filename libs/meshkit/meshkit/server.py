@@ -240,6 +240,7 @@ class App:
         guard_settings = GuardSettings(
             expected_replicas=s.expected_replicas,
             redis_timeout_s=s.guard_redis_timeout_s,
+            key_prefix=s.guard_key_prefix,
             policies=load_policies(s.provider_policies),
         )
         guards = Guards(

@@ -129,6 +129,11 @@ class KitSettings(BaseSettings):
         description="Replicas of this service; while Redis is unreachable each replica keeps "
         "to its share of the provider limits.",
     )
+    guard_key_prefix: str = Field(
+        "guard",
+        description="Prefix of the guards' Redis keys (limits and breakers are shared by every "
+        "process using the same prefix; give each environment its own).",
+    )
     guard_redis_timeout_s: float = Field(
         0.25, description="Timeout of one shared rate-limit / breaker decision in Redis."
     )

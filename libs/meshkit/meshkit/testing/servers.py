@@ -81,6 +81,9 @@ async def running_app(
         "shutdown_grace_s": 2.0,
         "health_check_interval_s": 0.2,
         "access_log": True,
+        # Each test app gets its own rate limits and breakers (tests run one after another
+        # against one Redis; state left by one must not trip the next).
+        "guard_key_prefix": f"guard-{schema}",
     }
     values.update(overrides)
     settings = definition.settings_cls(**values)
