@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -43,7 +44,7 @@ from meshkit.db import Database
 from meshkit.idempotency import IdempotencyStore
 from meshkit.interceptor import KitInterceptor, Registrar
 from meshkit.jobs import PeriodicJob, Worker
-from meshkit.logs import configure_logging
+from meshkit.logs import AccessLog, configure_logging
 from meshkit.metrics import GrpcServerMetrics, new_registry
 from meshkit.migrations import KIT_MIGRATIONS, MigrationSource, migrate
 from meshkit.ops import HttpServer, OpsServer
@@ -206,6 +207,7 @@ class App:
         self._shutting_down = False
         self._tasks: list[tuple[str, Worker, asyncio.Task[None]]] = []
         self._health_task: asyncio.Task[None] | None = None
+        self.access_log = AccessLog(settings.service_name) if settings.access_log else None
 
     @property
     def ops_port(self) -> int:
@@ -289,7 +291,7 @@ class App:
             authenticator=authenticator,
             policies={r.descriptor.full_name: r.policy for r in registrations},
             metrics=GrpcServerMetrics(self.registry),
-            access_log=s.access_log,
+            access_log=self.access_log,
         )
         server = grpc.aio.server(
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
@@ -327,6 +329,12 @@ class App:
         for worker_name, worker in self.kit.workers:
             task = asyncio.create_task(worker.run(), name=worker_name)
             self._tasks.append((worker_name, worker, task))
+        if s.gc_freeze_after_start:
+            # Everything built so far (modules, descriptors, settings, pools) lives as long as
+            # the process: move it out of the cyclic GC's generations so collections triggered
+            # by per-RPC garbage stop rescanning it (measured: +10-15% RPC throughput).
+            gc.collect()
+            gc.freeze()
         _log.info(
             "serving",
             extra={
@@ -392,6 +400,8 @@ class App:
             await self.kit.db.close()
         if self.ops is not None:
             await self.ops.stop()
+        if self.access_log is not None:
+            self.access_log.flush()
         _log.info("stopped", extra={"seconds": round(time.monotonic() - started, 3)})
 
 

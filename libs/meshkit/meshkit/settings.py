@@ -116,6 +116,11 @@ class KitSettings(BaseSettings):
     outbox_purge_interval_s: float = Field(
         3600.0, description="How often delivered outbox events are purged."
     )
+    gc_freeze_after_start: bool = Field(
+        True,
+        description="gc.freeze() once started: long-lived start-up objects leave the cyclic "
+        "GC's scans (fewer, cheaper collections under load).",
+    )
     max_concurrent_rpcs: int | None = Field(
         None, description="Cap on concurrent RPCs per process (excess get RESOURCE_EXHAUSTED)."
     )
