@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal, TypeVar
@@ -216,3 +218,18 @@ class Database:
                 "database pool did not close in time, terminating", extra={"schema": self.schema}
             )
             self._pool.terminate()
+
+
+@asynccontextmanager
+async def cli_database(schema: str) -> AsyncIterator[Database]:
+    """For operator CLIs: a one-connection Database on DATABASE_URL (as the services read it),
+    closed afterwards. Exits with status 2 and a message when DATABASE_URL is missing."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.stderr.write("DATABASE_URL is required\n")
+        raise SystemExit(2)
+    db = await Database.connect(url, schema=schema, min_size=1, max_size=1)
+    try:
+        yield db
+    finally:
+        await db.close()

@@ -13,21 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import uuid
 
-from meshkit.db import Database
+from meshkit.db import cli_database
 from meshkit.outbox import list_dead_letters, replay_dead_letters
 
 
 async def _main(args: argparse.Namespace) -> int:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.stderr.write("DATABASE_URL is required\n")
-        return 2
-    db = await Database.connect(url, schema=args.schema, min_size=1, max_size=1)
-    try:
+    async with cli_database(args.schema) as db:
         if args.command == "list":
             for letter in await list_dead_letters(db, limit=args.limit):
                 row = {
@@ -42,8 +36,6 @@ async def _main(args: argparse.Namespace) -> int:
             ids = [uuid.UUID(i) for i in args.ids] or None
             count = await replay_dead_letters(db, ids)
             sys.stdout.write(f"replayed {count}\n")
-    finally:
-        await db.close()
     return 0
 
 

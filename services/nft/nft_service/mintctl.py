@@ -17,17 +17,12 @@ import json
 import os
 import sys
 
-from meshkit.db import Database
+from meshkit.db import cli_database
 from nft_service import store
 
 
 async def _main(args: argparse.Namespace) -> int:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.stderr.write("DATABASE_URL is required\n")
-        return 2
-    db = await Database.connect(url, schema=args.schema, min_size=1, max_size=1)
-    try:
+    async with cli_database(args.schema) as db:
         if args.command == "list":
             for row in await store.failed_mints(db, args.limit):
                 sys.stdout.write(
@@ -54,8 +49,6 @@ async def _main(args: argparse.Namespace) -> int:
             for job_id in jobs:
                 count += await store.requeue_failed(conn, job_id)
         sys.stdout.write(f"requeued {count}\n")
-    finally:
-        await db.close()
     return 0
 
 

@@ -15,34 +15,26 @@ import json
 import os
 import sys
 
-from meshkit.db import Database
+from meshkit.db import cli_database
 from payment_service import store
 from payment_service.domain.fees import Jurisdiction, tax_rates
 
 
 async def _main(args: argparse.Namespace) -> int:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.stderr.write("DATABASE_URL is required\n")
-        return 2
-    db = await Database.connect(url, schema=os.environ.get("DB_SCHEMA", "payment"), max_size=1)
-    try:
-        async with db.acquire() as conn:
-            if args.command == "upsert":
-                await store.upsert_venue(
-                    conn,
-                    args.venue_id,
-                    Jurisdiction(
-                        country_code=args.country,
-                        region_code=args.region,
-                        locality=args.locality,
-                        postal_code=args.postal_code,
-                        entertainment_tax_applies=args.entertainment_tax,
-                    ),
-                )
-            venue = await store.get_venue(conn, args.venue_id)
-    finally:
-        await db.close()
+    async with cli_database(os.environ.get("DB_SCHEMA", "payment")) as db, db.acquire() as conn:
+        if args.command == "upsert":
+            await store.upsert_venue(
+                conn,
+                args.venue_id,
+                Jurisdiction(
+                    country_code=args.country,
+                    region_code=args.region,
+                    locality=args.locality,
+                    postal_code=args.postal_code,
+                    entertainment_tax_applies=args.entertainment_tax,
+                ),
+            )
+        venue = await store.get_venue(conn, args.venue_id)
     if venue is None:
         sys.stderr.write(f"venue {args.venue_id} is not configured\n")
         return 1
