@@ -56,6 +56,14 @@ def grpc_serving(port: int) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def http_answers(url: str, method: str = "GET") -> bool:
+    """Anything at all answers HTTP at `url` (any status): the server is listening."""
+    import httpx
+
+    httpx.request(method, url, timeout=1)
+    return True
+
+
 def log_to_file(service: str, path: Path) -> None:
     """JSON logs (access lines included, as in production) into a file, not the terminal."""
     configure_logging(service, stream=path.open("a"))

@@ -36,7 +36,7 @@ import stripe
 from _support import grpc_serving, log_to_file, pct_ms, wait_until
 
 from meshkit.auth import ensure_dev_keys
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, LocalStripe, free_port
 from meshkit.server import App
 from meshkit.settings import load_settings
 from meshkit.testing.servers import TestTokens
@@ -182,18 +182,6 @@ def flush(localstripe: str) -> None:
     httpx.delete(f"{localstripe}/_config/data", timeout=30).raise_for_status()
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            httpx.get(url, auth=(STRIPE_KEY, ""), timeout=1)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", action="store_true")
@@ -207,14 +195,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-payments-"))
     postgres = EmbeddedPostgres(work / "pg", fsync=False)
     redis = EmbeddedRedis(work / "redis")
-    ls_port = free_port()
-    localstripe = f"http://127.0.0.1:{ls_port}"
-    bin_dir = Path(sys.executable).parent
-    ls = subprocess.Popen(
-        [str(bin_dir / "localstripe"), "--port", str(ls_port), "--from-scratch"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    ls = LocalStripe(work / "localstripe")
+    localstripe = ls.start()
     port = free_port()
     server: subprocess.Popen[bytes] | None = None
     results: dict[str, list[tuple[float, list[float], int]]] = {"service": [], "baseline": []}
@@ -232,7 +214,6 @@ def main() -> None:
         token = TestTokens(work / "dev").user(
             "bench-buyer", ["buyer"], aud="tickettoken.payment", ttl=3600
         )
-        wait_http(f"{localstripe}/v1/balance")
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -264,8 +245,7 @@ def main() -> None:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
-        ls.terminate()
-        ls.wait(timeout=10)
+        ls.stop()
         redis.stop()
         postgres.stop()
     rps = statistics.median(r for r, _, _ in results["service"])

@@ -25,12 +25,13 @@ import sys
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import stripe
-from _support import log_to_file, pct_ms
+from _support import http_answers, log_to_file, pct_ms, wait_until
 
 from meshkit.auth import ensure_dev_keys
 from meshkit.db import Database
@@ -188,20 +189,6 @@ async def verify(database_url: str) -> None:
     )
 
 
-def wait_http(port: int, timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            httpx.post(f"http://127.0.0.1:{port}/webhooks/stripe", content=b"{}", timeout=1)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", action="store_true")
@@ -243,7 +230,10 @@ def main() -> None:
             ],
             env=env,
         )
-        wait_http(http_port)
+        wait_until(
+            partial(http_answers, f"http://127.0.0.1:{http_port}/webhooks/stripe", "POST"),
+            "payment webhook endpoint",
+        )
         rows = asyncio.run(seed(database_url))
         rps, latencies = asyncio.run(deliver(http_port, rows, args.concurrency))
         asyncio.run(verify(database_url))

@@ -6,9 +6,10 @@ Usage::
     python scripts/gen_protos.py --check   # exit 1 when the committed output is stale
 
 Produces ``*_pb2.py`` and ``*_pb2_grpc.py`` (grpcio-tools), ``*_pb2.pyi`` and ``*_pb2_grpc.pyi``
-(mypy-protobuf), an ``__init__.py`` in every package directory, ``py.typed`` and a copy of each
-``.proto`` next to its generated modules. The output depends only on the protos and the pinned tool
-versions, so the same input always gives the same bytes and ``--check`` can compare them exactly.
+(mypy-protobuf), an ``__init__.py`` in every package directory and ``py.typed``; the protos stay
+in ``protos/`` only (one source of truth; reflection serves the descriptors). The output
+depends only on the protos and the pinned tool versions, so the same input always gives the
+same bytes and ``--check`` can compare them exactly.
 """
 
 from __future__ import annotations
@@ -121,8 +122,6 @@ def generate(out_root: Path) -> None:
     protos = proto_files()
     run_protoc(protos, out_root)
     package_root = out_root / PACKAGE
-    for proto in protos:
-        shutil.copyfile(PROTO_ROOT / proto, out_root / proto)
     package_dirs = {package_root}
     for proto in protos:
         parent = (out_root / proto).parent

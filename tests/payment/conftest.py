@@ -9,18 +9,14 @@ misbehave puts a `stripe_proxy` (tests/payment/stripe_proxy.py) between the two.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from meshkit.embedded import death_signal_preexec, free_port
+from meshkit.embedded import LocalStripe
 from meshkit.server import App
 from meshkit.testing.servers import TestTokens, channel_for
 from payment_service import store
@@ -39,34 +35,10 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
-def localstripe() -> Iterator[str]:
+def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a localstripe server started for this test session."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "localstripe"), "--port", str(port), "--from-scratch"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=death_signal_preexec(signal.SIGTERM),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    try:
-        while True:
-            try:
-                httpx.get(f"{url}/v1/balance", auth=(STRIPE_KEY, ""), timeout=1.0)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("localstripe did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with LocalStripe(tmp_path_factory.mktemp("localstripe")) as server:
+        yield server.url
 
 
 @pytest.fixture
