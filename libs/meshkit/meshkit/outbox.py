@@ -324,6 +324,8 @@ class OutboxRelay:
             error_delay = self.poll_interval
             if claimed < self.batch_size:
                 await self._sleep(self.poll_interval)
+        with contextlib.suppress(Exception):  # best effort: the pool may be closing
+            await self._refresh_pending()
         logger.info("outbox relay stopped", extra={"relay": self.name})
 
     async def _sleep(self, seconds: float) -> None:
@@ -337,9 +339,14 @@ class OutboxRelay:
             rows = await conn.fetch(_CLAIM_SQL, self.batch_size)
             for row in rows:
                 await self._deliver(conn, OutboxEvent(**_event_fields(row)))
-            pending = await conn.fetchval(_PENDING_SQL)
-        self.metrics.pending.set(pending)
+        await self._refresh_pending()
         return len(rows)
+
+    async def _refresh_pending(self) -> None:
+        # Read after commit: inside the batch's transaction the count would still include other
+        # relays' uncommitted batches, and a stale value could be the last one written.
+        async with self._db.acquire() as conn:
+            self.metrics.pending.set(await conn.fetchval(_PENDING_SQL))
 
     async def _deliver(self, conn: asyncpg.Connection, event: OutboxEvent) -> None:
         started = time.perf_counter()
