@@ -307,6 +307,43 @@ async def test_metrics_count_real_codes(app: Any, stub: Any, tokens: TestTokens)
     assert await handled(app, "RenderTemplate", "INTERNAL") == 0
 
 
+async def scrape(app: Any) -> dict[str, list[Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{app.ops_port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+async def test_metrics_count_starts_messages_and_latency(
+    app: Any, stub: Any, tokens: TestTokens
+) -> None:
+    for _ in range(3):
+        await stub.RenderTemplate(notify_pb2.RenderTemplateRequest(), metadata=admin(tokens))
+    families = await scrape(app)
+
+    def value(family: str, sample: str) -> float:
+        return sum(
+            s.value
+            for s in families[family]
+            if s.name == sample and s.labels["grpc_method"] == "RenderTemplate"
+        )
+
+    assert value("grpc_server_started", "grpc_server_started_total") == 3
+    assert value("grpc_server_msg_received", "grpc_server_msg_received_total") == 3
+    assert value("grpc_server_msg_sent", "grpc_server_msg_sent_total") == 3
+    assert value("grpc_server_handling_seconds", "grpc_server_handling_seconds_count") == 3
+    assert value("grpc_server_handling_seconds", "grpc_server_handling_seconds_sum") > 0
+
+
+async def test_unknown_method_is_unimplemented(channel: Any, tokens: TestTokens) -> None:
+    call = channel.unary_unary(f"/{SERVICE}/NoSuchMethod")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(b"", metadata=admin(tokens))
+    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
 async def test_handler_abort_counted_with_its_code(app: Any, stub: Any, tokens: TestTokens) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.RenderTemplate(

@@ -120,6 +120,8 @@ class AccessLog:
         self._service_json = _js(service)
         self._second = 0
         self._stamp = ""
+        self._enabled = True
+        self._memo: dict[str | None, str] = {None: "null"}
 
     def prefix(self, **constant: str) -> str:
         """The JSON fragment for fields that never change for one RPC method (built once)."""
@@ -135,21 +137,33 @@ class AccessLog:
         peer: str | None,
         request_id: str | None,
     ) -> None:
-        """Queue one line; strings are escaped with the C JSON encoder, the rest is constant."""
-        if not self._logger.isEnabledFor(logging.INFO):
+        """Queue one line. `request_id` must be a validated id (the layer only passes ids that
+        match its pattern, so it needs no escaping); principal and peer repeat from call to call
+        and their JSON forms are memoised."""
+        if not self._enabled:
             return
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        self._lines.append(
+            self._enabled = self._logger.isEnabledFor(logging.INFO)  # re-read once a second
+        memo = self._memo
+        p = memo.get(principal)
+        if p is None:
+            p = self._remember(principal)
+        q = memo.get(peer)
+        if q is None:
+            q = self._remember(peer)
+        lines = self._lines
+        lines.append(
             f'{{"time":"{self._stamp}.{int((now - second) * 1000):03d}+00:00","level":"INFO",'
             f'"logger":"meshkit.access","message":"rpc"{prefix},"grpc_code":"{code}",'
-            f'"duration_ms":{duration_ms:.3f},"principal":{_jsn(principal)},'
-            f'"peer":{_jsn(peer)},"service":{self._service_json},"request_id":{_jsn(request_id)}}}'
+            f'"duration_ms":{duration_ms:.3f},"principal":{p},"peer":{q},'
+            f'"service":{self._service_json},"request_id":'
+            f"{'null' if request_id is None else chr(34) + request_id + chr(34)}}}"
         )
-        if len(self._lines) >= self._max_batch:
+        if len(lines) >= self._max_batch:
             self.flush()
         elif not self._scheduled:
             try:
@@ -157,6 +171,12 @@ class AccessLog:
                 self._scheduled = True
             except RuntimeError:  # no loop (sync use): write now
                 self.flush()
+
+    def _remember(self, value: str | None) -> str:
+        if len(self._memo) >= 4096:  # peers churn with connections: keep the memo bounded
+            self._memo.clear()
+        encoded = self._memo[value] = _jsn(value)
+        return encoded
 
     def flush(self) -> None:
         self._scheduled = False
