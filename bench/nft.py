@@ -41,7 +41,13 @@ from solders.transaction_metadata import TransactionMetadata
 from meshkit.auth import ensure_dev_keys
 from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from meshkit.testing.servers import TestTokens
-from nft_service.chain.token import TOKEN_ACCOUNT_SPACE, mint_instructions, sign
+from nft_service.chain.token import (
+    SIGNATURE_FEE,
+    TOKEN_ACCOUNT_SPACE,
+    TicketMetadata,
+    mint_instructions,
+    sign,
+)
 from nft_service.domain.metadata import metadata_uri, onchain_metadata
 from nft_service.domain.model import TicketSpec
 from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
@@ -52,6 +58,12 @@ CLIENT_CONCURRENCY = 8
 RAW_MINTS = 1000
 ROUNDS = 2
 METAPLEX_LAMPORTS = 12_000_000  # ~0.012 SOL: mint + metadata + master edition accounts
+# Account sizes of a Metaplex Token Metadata NFT with master edition (mpl-token-metadata's
+# MAX_METADATA_LEN and MAX_MASTER_EDITION_LEN, the SPL mint and token account), and the program's
+# protocol fee on Create (developers.metaplex.com/protocol-fees: 0.01 SOL).
+METAPLEX_ACCOUNTS = {"mint": 82, "token account": 165, "metadata": 679, "master edition": 282}
+METAPLEX_CREATE_FEE = 10_000_000
+FACT_KEYS = ("event", "venue", "date", "section", "row", "seat", "type")
 FINAL = {
     nft_pb2.MINT_JOB_STATUS_SUCCEEDED,
     nft_pb2.MINT_JOB_STATUS_PARTIALLY_FAILED,
@@ -213,6 +225,30 @@ def main() -> None:
         f"({typical.mint_account_len()} bytes, metadata + 7 ticket fields on the mint) + token "
         f"account rent {ata_rent} + 5000 fee; {lamports / METAPLEX_LAMPORTS:.0%} of a Metaplex "
         f"master-edition NFT (~{METAPLEX_LAMPORTS} lamports)"
+    )
+
+    # The floor of this design, whatever the text: every byte but name/symbol/uri/facts is
+    # fixed by the Token-2022 layout (mint + MetadataPointer + PermanentDelegate + TokenMetadata)
+    # and the holder's token account.
+    def cost(metadata: TicketMetadata) -> int:
+        rent = svm.minimum_balance_for_rent_exemption(metadata.mint_account_len())
+        return rent + ata_rent + SIGNATURE_FEE
+
+    empty = cost(TicketMetadata(name="", symbol="", uri="", fields=()))
+    keys_only = cost(TicketMetadata("", "", "", tuple((k, "") for k in FACT_KEYS)))
+    rents = [svm.minimum_balance_for_rent_exemption(n) for n in METAPLEX_ACCOUNTS.values()]
+    metaplex = sum(rents) + 2 * SIGNATURE_FEE
+    with_fee = metaplex + METAPLEX_CREATE_FEE
+    print(
+        f"floor of this design: {empty} lamports with empty name/symbol/uri and no facts "
+        f"({empty / METAPLEX_LAMPORTS:.1%} of ~{METAPLEX_LAMPORTS}); {keys_only} with only the 7 "
+        f"fact keys and empty values ({keys_only / METAPLEX_LAMPORTS:.1%})"
+    )
+    print(
+        f"a Metaplex master-edition NFT at today's rent: {metaplex} lamports (accounts "
+        f"{sum(METAPLEX_ACCOUNTS.values())} bytes + 2 signatures), {with_fee} with the 0.01 SOL "
+        f"Token Metadata protocol fee; this ticket costs {lamports / metaplex:.0%} / "
+        f"{lamports / with_fee:.0%} of those"
     )
     print(
         f"nft: ratio={mints_per_s / raw:.2f} mints_per_s={mints_per_s:.0f} "
