@@ -252,28 +252,27 @@ class KitInterceptor:
             started = time.perf_counter()
             stats = method.metrics
             try:
-                request_id = self._begin(method, context).request_id
+                call = self._begin(method, context)
                 stats.received += 1
                 response = await inner(request, context)
             except BaseException as exc:
                 await _Rpc(self, method, context, started).close(exc)
                 raise
             stats.sent += 1
-            context.set_trailing_metadata((("x-request-id", request_id),))
+            context.set_trailing_metadata((("x-request-id", call.request_id),))
             # Step 6, inlined for the common case (same as `_end` with OK).
             elapsed = time.perf_counter() - started
             stats.handled[OK_INDEX] += 1
             stats.buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
             stats.total_seconds += elapsed
             if access is not None:
-                call = call_var.get()
                 access.record(
                     method.access,
                     code="OK",
                     duration_ms=elapsed * 1000,
-                    principal=call.principal.subject if call else None,
+                    principal=call.principal.subject,
                     peer=context.peer(),
-                    request_id=request_id,
+                    request_id=call.request_id,
                 )
             return response
 

@@ -121,6 +121,8 @@ class AccessLog:
         self._second = 0
         self._stamp = ""
         self._enabled = True
+        self._millis = 0
+        self._head = ""
         self._memo: dict[str | None, str] = {None: "null"}
 
     def prefix(self, **constant: str) -> str:
@@ -140,14 +142,21 @@ class AccessLog:
         """Queue one line. `request_id` must be a validated id (the layer only passes ids that
         match its pattern, so it needs no escaping); principal and peer repeat from call to call
         and their JSON forms are memoised."""
+        now = time.time()
+        millis = int(now * 1000)
+        if millis != self._millis:  # the line's head changes once per millisecond at most
+            self._millis = millis
+            second = millis // 1000
+            if second != self._second:
+                self._second = second
+                self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+                self._enabled = self._logger.isEnabledFor(logging.INFO)  # re-read each second
+            self._head = (
+                f'{{"time":"{self._stamp}.{millis % 1000:03d}+00:00","level":"INFO",'
+                f'"logger":"meshkit.access","message":"rpc"'
+            )
         if not self._enabled:
             return
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._enabled = self._logger.isEnabledFor(logging.INFO)  # re-read once a second
         memo = self._memo
         p = memo.get(principal)
         if p is None:
@@ -157,10 +166,8 @@ class AccessLog:
             q = self._remember(peer)
         lines = self._lines
         lines.append(
-            f'{{"time":"{self._stamp}.{int((now - second) * 1000):03d}+00:00","level":"INFO",'
-            f'"logger":"meshkit.access","message":"rpc"{prefix},"grpc_code":"{code}",'
-            f'"duration_ms":{duration_ms:.3f},"principal":{p},"peer":{q},'
-            f'"service":{self._service_json},"request_id":'
+            f'{self._head}{prefix},"grpc_code":"{code}","duration_ms":{duration_ms:.3f},'
+            f'"principal":{p},"peer":{q},"service":{self._service_json},"request_id":'
             f"{'null' if request_id is None else chr(34) + request_id + chr(34)}}}"
         )
         if len(lines) >= self._max_batch:
