@@ -26,7 +26,6 @@ import logging
 import re
 import time
 import uuid
-from bisect import bisect_left
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeAlias, cast
@@ -40,7 +39,6 @@ from meshkit.errors import Internal, MeshError, Unimplemented, status_for
 from meshkit.logs import AccessLog
 from meshkit.metrics import (
     CODE_INDEX,
-    LATENCY_BUCKETS,
     OK_INDEX,
     GrpcServerMetrics,
     MethodStats,
@@ -260,11 +258,11 @@ class KitInterceptor:
                 raise
             stats.sent += 1
             context.set_trailing_metadata((("x-request-id", call.request_id),))
-            # Step 6, inlined for the common case (same as `_end` with OK).
+            # Step 6 as in `_end`, inlined for the common case: a call to `_end` (enum hash,
+            # `.name`, the contextvar read) costs ~2.5 us here, a sixth of the layer.
             elapsed = time.perf_counter() - started
             stats.handled[OK_INDEX] += 1
-            stats.buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-            stats.total_seconds += elapsed
+            stats.observe(elapsed)
             if access is not None:
                 access.record(
                     method.access,

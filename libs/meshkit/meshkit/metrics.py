@@ -129,7 +129,7 @@ class GrpcServerMetrics(Collector):
             received.add_metric(labels, m.received)
             sent.add_metric(labels, m.sent)
             for code in _CODES:
-                handled.add_metric([*labels, code.name], m.handled[code.value[0]])
+                handled.add_metric([*labels, code.name], m.handled[CODE_INDEX[code]])
             cumulative, buckets = 0, []
             for le, count in zip(_LE, m.buckets, strict=True):
                 cumulative += count
