@@ -33,9 +33,11 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(PY) scripts/gen_protos.py --check
 
-buf-lint:
-	scripts/buf.sh lint
-	scripts/buf.sh format -d --exit-code
+## buf-lint: buf lint (STANDARD), format and breaking checks on protos/ (buf from the buf-bin wheel)
+buf-lint: $(STAMP)
+	$(PY) scripts/buf_check.py lint
+	$(PY) scripts/buf_check.py format
+	$(PY) scripts/buf_check.py breaking
 
 lint: $(STAMP) buf-lint
 	$(VENV)/bin/ruff check .
