@@ -1,1 +1,0 @@
-"""Test support shipped with the nft service (never imported by production code paths)."""

@@ -1,0 +1,1 @@
+"""Deployment artefacts (Dockerfile, Kubernetes manifests) checked against the code."""

@@ -1,0 +1,1 @@
+"""Tests of the runtime kit (libs/meshkit): unit tests apart from integration tests."""

@@ -1,0 +1,1 @@
+"""Kit unit tests: no servers, no network."""
