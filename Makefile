@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEPS := requirements/dev.txt libs/contracts/pyproject.toml libs/meshkit/pyproject.toml \
+        libs/meshdev/pyproject.toml \
         $(wildcard services/*/pyproject.toml)
 
 .PHONY: run test venv proto proto-check lint buf-lint tokens clean
@@ -20,7 +21,7 @@ venv: $(STAMP)
 
 ## run: start PostgreSQL + Redis (embedded unless DATABASE_URL / REDIS_URL are set) and all four services
 run: $(STAMP)
-	$(PY) -m meshkit.devenv run
+	$(PY) -m meshdev.launcher run
 
 ## test: lint, contract checks and the whole test suite against real Postgres, Redis and gRPC
 test: $(STAMP) lint proto-check
@@ -47,7 +48,7 @@ lint: $(STAMP) buf-lint
 
 ## tokens: print dev JWTs for grpcurl
 tokens: $(STAMP)
-	$(PY) -m meshkit.devtokens
+	$(PY) -m meshdev.tokens
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

@@ -35,12 +35,12 @@ from typing import Any, ClassVar
 import grpc
 from _support import grpc_ready, log_to_file, pct_ms, wait_until
 
+from meshdev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from meshdev.testing.servers import TestTokens
 from meshkit.auth import Policy, allow, ensure_dev_keys
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from meshkit.migrations import MigrationSource
 from meshkit.server import App, Kit, ServiceDefinition, ServiceRegistration
 from meshkit.settings import KitSettings
-from meshkit.testing.servers import TestTokens
 from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc
 
 CONCURRENCY = 32

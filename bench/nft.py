@@ -38,9 +38,9 @@ from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.transaction_metadata import TransactionMetadata
 
+from meshdev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from meshdev.testing.servers import TestTokens
 from meshkit.auth import ensure_dev_keys
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from meshkit.testing.servers import TestTokens
 from nft_service.chain.token import (
     SIGNATURE_FEE,
     TOKEN_ACCOUNT_SPACE,

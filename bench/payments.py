@@ -35,11 +35,11 @@ import httpx
 import stripe
 from _support import grpc_serving, log_to_file, pct_ms, wait_until
 
+from meshdev.embedded import EmbeddedPostgres, EmbeddedRedis, LocalStripe, free_port
+from meshdev.testing.servers import TestTokens
 from meshkit.auth import ensure_dev_keys
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, LocalStripe, free_port
 from meshkit.server import App
 from meshkit.settings import load_settings
-from meshkit.testing.servers import TestTokens
 from payment_service import store
 from payment_service.app import DEFINITION
 from payment_service.domain.fees import Jurisdiction

@@ -5,7 +5,7 @@
    `CONCURRENCY` concurrent callers (median of the rounds). A
    decision is `RateLimiter.acquire` on a limit too high to ever wait, i.e. the GCRA Lua script
    plus the limiter's bookkeeping — what every guarded provider call pays.
-2. Four replica processes (`meshkit.testing.guard_replica`, real `Guards`) push a 45 req/s limit
+2. Four replica processes (`meshdev.testing.guard_replica`, real `Guards`) push a 45 req/s limit
    for `LOAD_SECONDS` at a local provider stand-in, 8 callers each. Counted at the stand-in:
    utilisation = arrivals per second / 45 (goal ≥ 0.95), violations = arrivals that open a
    1-second window holding more than 45 (goal 0).
@@ -31,9 +31,9 @@ import redis.asyncio as aioredis
 from _support import pct_ms
 from prometheus_client import CollectorRegistry
 
-from meshkit.embedded import EmbeddedRedis
+from meshdev.embedded import EmbeddedRedis
+from meshdev.standins.provider import ProviderStandIn
 from meshkit.resilience import GuardMetrics, ProviderPolicy, RateLimiter, SharedState
-from meshkit.testing.standin import ProviderStandIn
 
 CONCURRENCY = 64
 SEQUENTIAL = 3000
@@ -119,7 +119,7 @@ async def _replica(config: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "meshkit.testing.guard_replica",
+        "meshdev.testing.guard_replica",
         config,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -33,9 +33,9 @@ import aiohttp
 import stripe
 from _support import http_answers, log_to_file, pct_ms, wait_until
 
+from meshdev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from meshkit.auth import ensure_dev_keys
 from meshkit.db import Database
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from meshkit.server import App
 from meshkit.settings import load_settings
 from payment_service import store

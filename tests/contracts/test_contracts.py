@@ -3,6 +3,12 @@
 They prove the committed generated code matches protos/, that each service has exactly the RPCs
 DESIGN.md lists, and the API-wide rules: ``*_UNSPECIFIED`` enum zero values, an idempotency key on
 every mutating request, Money for money and never a float, pagination and timestamp conventions.
+
+Input rules (protovalidate ``buf.validate`` annotations, enforced by the kit before any handler
+runs): every request declares some, idempotency keys are required UUIDs, list RPCs bound their
+page size, and the rules accept the requests the services and their tests send. Events: each one
+a message of its own in ``events.proto`` (never an RPC message), with its aggregate's id and a
+timestamp, published in ``tickettoken.common.v1.EventEnvelope``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import protovalidate
 import pytest
+from buf.validate import validate_pb2
+from google.protobuf import message as pb_message
+from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import (
     Descriptor,
     EnumDescriptor,
@@ -28,10 +38,48 @@ ROOT = Path(__file__).resolve().parents[2]
 PB2_MODULES = (
     "tickettoken.common.v1.common_pb2",
     "tickettoken.payment.v1.payment_pb2",
+    "tickettoken.payment.v1.events_pb2",
     "tickettoken.nft.v1.nft_pb2",
+    "tickettoken.nft.v1.events_pb2",
     "tickettoken.notify.v1.notify_pb2",
     "tickettoken.integration.v1.integration_pb2",
 )
+
+# The event modules: every message in them is an event (or a part of one), never an RPC message.
+EVENT_MODULES = (
+    "tickettoken.payment.v1.events_pb2",
+    "tickettoken.nft.v1.events_pb2",
+)
+
+# Every event: (field holding its aggregate's id, field holding when it happened).
+EVENTS: dict[str, tuple[str, str]] = {
+    "tickettoken.payment.v1.PaymentSucceeded": ("payment_id", "succeeded_at"),
+    "tickettoken.payment.v1.PaymentFailed": ("payment_id", "failed_at"),
+    "tickettoken.payment.v1.PaymentRefunded": ("payment_id", "refunded_at"),
+    "tickettoken.payment.v1.PayoutCreated": ("payout_id", "created_at"),
+    "tickettoken.nft.v1.TicketMinted": ("ticket_id", "minted_at"),
+    "tickettoken.nft.v1.MintFailed": ("ticket_id", "failed_at"),
+    "tickettoken.nft.v1.TicketTransferred": ("ticket_id", "transferred_at"),
+    "tickettoken.nft.v1.TicketRevoked": ("ticket_id", "revoked_at"),
+}
+# Messages of the event files that are parts of events, not events themselves.
+EVENT_PARTS = {"tickettoken.payment.v1.TicketLine"}
+
+# Request messages that declare no input rule, and why.
+RULE_FREE_REQUESTS = {
+    "tickettoken.nft.v1.GetMintingWalletRequest": "empty: reads the platform's wallet",
+    "tickettoken.integration.v1.ListProvidersRequest": "empty: lists the supported providers",
+}
+
+# Largest page_size each list RPC documents ("maximum N" in its request's comment).
+PAGE_SIZE_MAX = {
+    "tickettoken.payment.v1.PaymentService.ListPayments": 500,
+    "tickettoken.nft.v1.NftService.ListTicketNfts": 500,
+    "tickettoken.notify.v1.NotifyService.ListNotifications": 500,
+    "tickettoken.integration.v1.IntegrationService.ListConnections": 500,
+    "tickettoken.integration.v1.IntegrationService.ListSyncLogs": 1000,
+    "tickettoken.integration.v1.IntegrationService.ListDeadLetters": 500,
+}
 
 # The RPCs of each service, exactly as DESIGN.md lists them.
 SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -338,7 +386,7 @@ def test_money_is_common_money() -> None:
                 if target.name == "Money":
                     assert target.full_name == MONEY, field.full_name
                     money_fields += 1
-                elif words & MONEY_WORDS:
+                elif words & MONEY_WORDS and not field.name.endswith("_at"):  # e.g. refunded_at
                     assert target.full_name in MONEY_COMPOSITES, (
                         f"{field.full_name} looks like money but is {target.full_name}"
                     )
@@ -395,3 +443,438 @@ def test_times_are_timestamps() -> None:
         for field in message.fields:
             if field.name.endswith("_at") or field.name == "as_of":
                 assert message_type(field).full_name == TIMESTAMP, field.full_name
+
+
+# ---------------------------------------------------------------------------------------------
+# Input rules (protovalidate)
+
+
+def field_rules(field: FieldDescriptor) -> validate_pb2.FieldRules | None:
+    """The field's `(buf.validate.field)` rules, or None when it declares none."""
+    options = field.GetOptions()
+    if not options.HasExtension(validate_pb2.field):
+        return None
+    rules: validate_pb2.FieldRules = options.Extensions[validate_pb2.field]
+    return rules
+
+
+def declares_rules(message: Descriptor) -> bool:
+    """True when the message, one of its oneofs or one of its fields declares a rule."""
+    if message.GetOptions().HasExtension(validate_pb2.message):
+        return True
+    if any(o.GetOptions().HasExtension(validate_pb2.oneof) for o in message.oneofs):
+        return True
+    return any(field_rules(f) is not None for f in message.fields)
+
+
+def request_types() -> dict[str, Descriptor]:
+    """Map "<service>.<rpc>" to its request message."""
+    return {name: request for name, (request, _, _) in all_methods().items()}
+
+
+def _pb2_name(descriptor: Descriptor) -> str:
+    return descriptor.file.name[: -len(".proto")].replace("/", ".") + "_pb2"
+
+
+def message_class(descriptor: Descriptor) -> type[pb_message.Message]:
+    """The generated class of a top-level message type."""
+    cls: type[pb_message.Message] = getattr(
+        importlib.import_module(_pb2_name(descriptor)), descriptor.name
+    )
+    return cls
+
+
+def violations(msg: pb_message.Message) -> set[tuple[str, str]]:
+    """(field path, rule id) of every protovalidate violation of msg; paths like `a[0].b`."""
+    found = set()
+    for violation in protovalidate.collect_violations(msg):
+        parts = []
+        path = violation.proto.field
+        for element in path.elements if path is not None else ():
+            part = element.field_name
+            subscript = getattr(element, "subscript", None)
+            if subscript is not None:
+                part += f"[{subscript.value}]"
+            parts.append(part)
+        found.add((".".join(parts), violation.proto.rule_id))
+    return found
+
+
+def test_mutating_requests_require_a_uuid_idempotency_key() -> None:
+    """Every idempotency_key is declared required and a UUID (client-generated)."""
+    for name in sorted(MUTATING_RPCS):
+        field = request_types()[name].fields_by_name["idempotency_key"]
+        rules = field_rules(field)
+        assert rules is not None, f"{name}: idempotency_key declares no rule"
+        assert rules.required, f"{name}: idempotency_key is not required"
+        assert rules.string.uuid, f"{name}: idempotency_key is not declared a UUID"
+
+
+def test_every_request_declares_input_rules() -> None:
+    """Each RPC's request declares at least one rule, or is listed as rule-free with a reason."""
+    requests = {request.full_name: request for request in request_types().values()}
+    assert not RULE_FREE_REQUESTS.keys() - requests.keys(), "stale RULE_FREE_REQUESTS entry"
+    for full_name, request in sorted(requests.items()):
+        if full_name in RULE_FREE_REQUESTS:
+            assert not request.fields, f"{full_name} is listed as rule-free but has fields"
+            continue
+        assert declares_rules(request), f"{full_name} declares no input rule"
+
+
+def test_rules_compile_for_every_request() -> None:
+    """protovalidate compiles the rules of every request (and the messages inside it)."""
+    for name, request in request_types().items():
+        found = violations(message_class(request)())
+        if request.full_name in RULE_FREE_REQUESTS:
+            assert not found, name
+
+
+def test_list_rpcs_declare_page_size_not_negative() -> None:
+    """page_size is declared >= 0 (0 = the service's default); a value above the documented
+    maximum is lowered to it by the service (AIP-158), not refused."""
+    listed = {
+        name
+        for name in all_methods()
+        if name.rsplit(".", 1)[1].startswith("List") and not name.endswith(".ListProviders")
+    }
+    assert listed == PAGE_SIZE_MAX.keys()
+    for name, maximum in PAGE_SIZE_MAX.items():
+        rules = field_rules(request_types()[name].fields_by_name["page_size"])
+        assert rules is not None, f"{name}: page_size declares no rule"
+        assert rules.int32.HasField("gte") and rules.int32.gte == 0, name
+        assert not rules.int32.HasField("lte"), f"{name}: page_size above {maximum} is lowered"
+
+
+def test_enum_rules_are_defined_only() -> None:
+    """Every enum rule in a request also refuses numbers the enum does not define."""
+    seen: set[str] = set()
+
+    def visit(message: Descriptor) -> None:
+        if message.full_name in seen:
+            return
+        seen.add(message.full_name)
+        for field in message.fields:
+            rules = field_rules(field)
+            if field.type == FieldDescriptor.TYPE_ENUM:
+                enum_rules = None
+                if rules is not None:
+                    enum_rules = rules.repeated.items.enum if field.is_repeated else rules.enum
+                assert enum_rules is not None and enum_rules.defined_only, (
+                    f"{field.full_name}: enum without defined_only"
+                )
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                target = message_type(field)
+                if (
+                    target.full_name.startswith("tickettoken.")
+                    and not target.GetOptions().map_entry
+                ):
+                    visit(target)
+
+    for request in request_types().values():
+        visit(request)
+
+
+def _timestamp(when: str) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromJsonString(when)
+    return stamp
+
+
+def _valid_requests() -> list[pb_message.Message]:
+    """Requests the services accept, shaped like the ones their tests, benches and docs send."""
+    from tickettoken.common.v1 import common_pb2 as c
+    from tickettoken.integration.v1 import integration_pb2 as i
+    from tickettoken.nft.v1 import nft_pb2 as n
+    from tickettoken.notify.v1 import notify_pb2 as no
+    from tickettoken.payment.v1 import payment_pb2 as p
+
+    key = "0b6a4f5e-9a7b-4c1d-8e2f-3a4b5c6d7e8f"
+    usd = c.Money(currency="USD", amount_minor=10_000)
+    line = p.LineItem(
+        ticket_type_id="ga", description="General Admission", unit_price=usd, quantity=1
+    )
+    ticket = n.TicketToMint(
+        ticket_id="pay-1a2b3c-t0",
+        event_name="The Band: Fall Tour",
+        venue_name="Grand Hall",
+        event_starts_at=_timestamp("2026-05-01T20:00:00Z"),
+        section="A",
+        row="12",
+        seat="7",
+        ticket_type="VIP",
+        image_url="https://img.example/band.png",
+        attributes={"Door": "North"},
+    )
+    wallet = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+    return [
+        p.CalculateFeesRequest(venue_id="venue-nash", line_items=[line], currency="USD"),
+        p.CalculateFeesRequest(
+            venue_id="venue-nash",
+            line_items=[line],
+            currency="USD",
+            jurisdiction_override=p.TaxJurisdiction(country_code="US", region_code="CA"),
+            venue_tier_override=p.VENUE_TIER_PRO,
+        ),
+        p.CreatePaymentRequest(
+            idempotency_key=key,
+            order_id="order-1a2b3c",
+            venue_id="venue-nash",
+            event_id="event-1",
+            buyer_id="buyer-1",
+            line_items=[line],
+            currency="USD",
+            payment_method_id="pm_card_visa",
+            buyer_contact=c.ContactInfo(name="Ada", email="ada@example.com"),
+            event=p.EventDetails(event_name="The Band", venue_name="Ryman"),
+            expected_total=usd,
+            metadata={"campaign": "fall"},
+        ),
+        p.GetPaymentRequest(payment_id=key),
+        p.ListPaymentsRequest(),
+        p.ListPaymentsRequest(page_size=2, page_token="abc", statuses=[p.PAYMENT_STATUS_FAILED]),
+        p.RefundPaymentRequest(idempotency_key=key, payment_id=key),
+        p.RefundPaymentRequest(
+            idempotency_key=key,
+            payment_id=key,
+            amount=usd,
+            reason=p.REFUND_REASON_REQUESTED_BY_CUSTOMER,
+        ),
+        p.CancelPaymentRequest(idempotency_key=key, payment_id=key),
+        p.HandleProviderWebhookRequest(
+            webhook=c.ProviderWebhook(
+                provider="stripe", payload=b"{}", headers={"stripe-signature": "t=1,v1=00"}
+            )
+        ),
+        p.GetVenueBalanceRequest(venue_id="venue-nash", currency="USD"),
+        p.RequestPayoutRequest(
+            idempotency_key=key,
+            venue_id="venue-nash",
+            amount=usd,
+            instant=True,
+            statement_descriptor="TICKETTOKEN",
+        ),
+        p.ReconcilePaymentsRequest(idempotency_key=key),
+        p.ReconcilePaymentsRequest(idempotency_key=key, payment_ids=[key], dry_run=True),
+        n.MintTicketsRequest(
+            idempotency_key=key,
+            payment_id="pay-1a2b3c",
+            order_id="order-pay-1a2b3c",
+            event_id="event-1",
+            venue_id="venue-1",
+            buyer_id="buyer-1",
+            tickets=[ticket],
+            buyer_contact=c.ContactInfo(email="ada@example.com", phone="+16155550100"),
+        ),
+        n.GetMintJobRequest(job_id=key),
+        n.GetMintJobRequest(payment_id="pay-1a2b3c"),
+        n.GetTicketNftRequest(ticket_id="pay-1a2b3c-t0", verify_on_chain=True),
+        n.GetTicketNftRequest(mint_address=wallet),
+        n.ListTicketNftsRequest(owner_wallet=wallet, page_size=2, page_token="abc"),
+        n.ListTicketNftsRequest(payment_id="pay-1", statuses=[n.TICKET_NFT_STATUS_REVOKED]),
+        n.TransferTicketRequest(
+            idempotency_key=key,
+            ticket_id="pay-1a2b3c-t0",
+            to_wallet=wallet,
+            reason=n.TRANSFER_REASON_RESALE,
+            reference_id="resale-1",
+        ),
+        n.TransferTicketRequest(
+            idempotency_key=key,
+            ticket_id="pay-1a2b3c-t0",
+            to_user_id="buyer-2",
+            reason=n.TRANSFER_REASON_GIFT,
+        ),
+        n.RevokeTicketRequest(
+            idempotency_key=key,
+            ticket_id="pay-1a2b3c-t0",
+            reason=n.REVOKE_REASON_REFUND,
+            reference_id="refund-1",
+        ),
+        n.VerifyOwnershipRequest(ticket_id="pay-1a2b3c-t0", wallet=wallet),
+        n.GetMintingWalletRequest(),
+        no.RenderTemplateRequest(template_id="bench", variables={"a": "b"}),
+        no.SendNotificationRequest(
+            idempotency_key=key,
+            recipient=no.Recipient(email="ada@example.com", locale="en-US"),
+            channel=no.CHANNEL_EMAIL,
+            template_id="payment_receipt",
+            dedup_key="payment:pay_123:receipt",
+        ),
+        no.UpsertTemplateRequest(
+            idempotency_key=key,
+            template=no.Template(
+                id="payment_receipt",
+                channel=no.CHANNEL_EMAIL,
+                locale="en-US",
+                category=no.NOTIFICATION_CATEGORY_TRANSACTIONAL,
+                subject_template="Hi {{ name }}",
+            ),
+        ),
+        i.StartOAuthRequest(
+            idempotency_key=key,
+            venue_id="venue-nash",
+            provider=i.PROVIDER_SQUARE,
+            redirect_uri="https://admin.example/oauth/callback",
+        ),
+        i.ListSyncLogsRequest(page_size=1000, job_id=key),
+        i.ListProvidersRequest(),
+    ]
+
+
+def test_rules_accept_what_the_services_accept() -> None:
+    """Well-formed requests like the ones the services' tests send raise no violation."""
+    for request in _valid_requests():
+        assert violations(request) == set(), (request.DESCRIPTOR.full_name, request)
+
+
+def test_rules_refuse_bad_input_with_field_paths() -> None:
+    """Spot checks: bad input is refused with the path of the offending field."""
+    from tickettoken.common.v1 import common_pb2 as c
+    from tickettoken.nft.v1 import nft_pb2 as n
+    from tickettoken.payment.v1 import payment_pb2 as p
+
+    create = p.CreatePaymentRequest(
+        idempotency_key="not-a-uuid",
+        order_id="",
+        venue_id="v" * 129,
+        event_id="event\x07",
+        buyer_id="buyer-1",
+        line_items=[p.LineItem(ticket_type_id="ga", quantity=0)],
+        currency="usd",
+        payment_method_id="pm_card_visa",
+        buyer_contact=c.ContactInfo(email="nope", phone="0155"),
+        metadata={f"k{i}": "v" for i in range(21)},
+    )
+    assert {path for path, _ in violations(create)} == {
+        "idempotency_key",
+        "order_id",
+        "venue_id",
+        "event_id",
+        "line_items[0].unit_price",
+        "line_items[0].quantity",
+        "currency",
+        "buyer_contact.email",
+        "buyer_contact.phone",
+        "metadata",
+    }
+    listing = p.ListPaymentsRequest(page_size=-1, statuses=[p.PAYMENT_STATUS_UNSPECIFIED])
+    assert {path for path, _ in violations(listing)} == {"page_size", "statuses[0]"}
+    mint = n.MintTicketsRequest(
+        idempotency_key="0b6a4f5e-9a7b-4c1d-8e2f-3a4b5c6d7e8f",
+        order_id="o",
+        event_id="e",
+        venue_id="v",
+        buyer_id="b",
+        tickets=[n.TicketToMint(ticket_id="t", owner_wallet="0OIl", event_name="x" * 49)],
+    )
+    assert {path for path, _ in violations(mint)} == {
+        "payment_id",
+        "tickets[0].owner_wallet",
+        "tickets[0].event_name",
+        "tickets[0].venue_name",
+        "tickets[0].event_starts_at",
+        "tickets[0].ticket_type",
+    }
+    assert violations(n.GetMintJobRequest()) == {("lookup", "required")}
+    webhook = p.HandleProviderWebhookRequest(webhook=c.ProviderWebhook(provider="square"))
+    assert violations(webhook) == {("webhook", "webhook.provider_stripe")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+def event_messages() -> dict[str, Descriptor]:
+    """Every top-level message of the event files."""
+    found: dict[str, Descriptor] = {}
+    for name in EVENT_MODULES:
+        descriptor: FileDescriptor = importlib.import_module(name).DESCRIPTOR
+        assert descriptor.name.endswith("/events.proto"), descriptor.name
+        assert not descriptor.services_by_name, f"{descriptor.name} must define no service"
+        found.update({m.full_name: m for m in descriptor.message_types_by_name.values()})
+    return found
+
+
+def test_event_files_hold_exactly_the_events() -> None:
+    """The events files define the designed events (and their parts), nothing else."""
+    assert set(event_messages()) == EVENTS.keys() | EVENT_PARTS
+
+
+@pytest.mark.parametrize("full_name", sorted(EVENTS))
+def test_event_carries_its_aggregate_id_and_a_timestamp(full_name: str) -> None:
+    """Each event leads with its aggregate's id (a string) and says when it happened."""
+    event = event_messages()[full_name]
+    id_field, time_field = EVENTS[full_name]
+    aggregate_id = event.fields_by_name[id_field]
+    assert aggregate_id.number == 1, f"{full_name}: {id_field} is not field 1"
+    assert aggregate_id.type == FieldDescriptor.TYPE_STRING, full_name
+    assert message_type(event.fields_by_name[time_field]).full_name == TIMESTAMP, full_name
+
+
+def test_events_are_not_rpc_messages() -> None:
+    """No RPC takes or returns an event, and no event embeds an RPC request or response."""
+    events = event_messages()
+    for name, (request, response, _) in all_methods().items():
+        assert request.full_name not in events and response.full_name not in events, name
+    rpc_messages = {m.full_name for r, s, _ in all_methods().values() for m in (r, s)}
+    for event in events.values():
+        for field in event.fields:
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                assert message_type(field).full_name not in rpc_messages, field.full_name
+
+
+def test_events_that_reach_the_buyer_carry_the_contact() -> None:
+    """Events notify acts on carry the buyer's contact; MintTickets carries it to nft."""
+    contact = "tickettoken.common.v1.ContactInfo"
+    events = event_messages()
+    for name in (
+        "tickettoken.payment.v1.PaymentSucceeded",
+        "tickettoken.payment.v1.PaymentFailed",
+        "tickettoken.payment.v1.PaymentRefunded",
+        "tickettoken.nft.v1.TicketMinted",
+        "tickettoken.nft.v1.MintFailed",
+    ):
+        assert message_type(events[name].fields_by_name["buyer_contact"]).full_name == contact
+    mint = request_types()["tickettoken.nft.v1.NftService.MintTickets"]
+    field = mint.fields_by_name["buyer_contact"]
+    assert (field.number, message_type(field).full_name) == (9, contact)
+
+
+def test_event_envelope() -> None:
+    """EventEnvelope has the designed fields, numbers and types."""
+    common = importlib.import_module("tickettoken.common.v1.common_pb2")
+    envelope: Descriptor = common.EventEnvelope.DESCRIPTOR
+    string = FieldDescriptor.TYPE_STRING
+    expected = [
+        ("event_id", 1, string),
+        ("event_type", 2, string),
+        ("producer", 3, string),
+        ("aggregate_type", 4, string),
+        ("aggregate_id", 5, string),
+        ("occurred_at", 6, TIMESTAMP),
+        ("schema_version", 7, FieldDescriptor.TYPE_INT32),
+        ("trace", 8, "tickettoken.common.v1.TraceContext"),
+        ("request_id", 9, string),
+        ("payload", 10, "google.protobuf.Any"),
+    ]
+    actual = [
+        (
+            f.name,
+            f.number,
+            message_type(f).full_name if f.type == FieldDescriptor.TYPE_MESSAGE else f.type,
+        )
+        for f in envelope.fields
+    ]
+    assert actual == expected
+    trace: Descriptor = common.TraceContext.DESCRIPTOR
+    assert [(f.name, f.number, f.type) for f in trace.fields] == [
+        ("traceparent", 1, string),
+        ("tracestate", 2, string),
+    ]
+    # The payload names its event type: an event packs into and out of the envelope.
+    events = importlib.import_module("tickettoken.payment.v1.events_pb2")
+    packed = common.EventEnvelope(event_type="tickettoken.payment.v1.PaymentSucceeded")
+    packed.payload.Pack(events.PaymentSucceeded(payment_id="p"))
+    assert packed.payload.TypeName() == packed.event_type
+    unpacked = events.PaymentSucceeded()
+    assert packed.payload.Unpack(unpacked) and unpacked.payment_id == "p"

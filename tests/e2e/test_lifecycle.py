@@ -16,9 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshdev.embedded import free_port
+from meshdev.testing.servers import TestTokens
 from meshkit.auth import ensure_dev_keys
-from meshkit.embedded import free_port
-from meshkit.testing.servers import TestTokens
 from tests.e2e.conftest import REPO
 from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc
 
@@ -48,7 +48,7 @@ def test_sigterm_drains_in_flight_rpc(
         "HEALTH_CHECK_INTERVAL_S": "0.2",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.kitapp"],
+        [sys.executable, "-m", "tests.kit.apps.kitapp"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

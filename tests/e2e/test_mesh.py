@@ -1,9 +1,9 @@
 """The whole mesh started the way `make run` does, checked with the real grpcurl binary.
 
-`python -m meshkit.devenv run` starts its own embedded Postgres and Redis, the dev key pair and
+`python -m meshdev.launcher run` starts its own embedded Postgres and Redis, the dev key pair and
 the four service processes; grpcurl lists every service through reflection and health-checks
 each; `/metrics` of a real service shows the right codes (UNIMPLEMENTED is covered in-process
-by tests/integration/test_kit_grpc.py); SIGINT (Ctrl-C) stops everything with no orphan process
+by tests/kit/integration/test_kit_grpc.py); SIGINT (Ctrl-C) stops everything with no orphan process
 and every port freed.
 """
 
@@ -45,7 +45,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         [
             sys.executable,
             "-m",
-            "meshkit.devenv",
+            "meshdev.launcher",
             "run",
             "--free-ports",
             "--dev-dir",
@@ -86,7 +86,7 @@ def token(dev_dir: Path, role: str, aud: str) -> str:
         [
             sys.executable,
             "-m",
-            "meshkit.devtokens",
+            "meshdev.tokens",
             "--dev-dir",
             str(dev_dir),
             "--role",
@@ -144,9 +144,9 @@ def test_metrics_show_real_codes(mesh: dict[str, Any], grpcurl: str) -> None:
         for sample in family.samples:
             if sample.name == "grpc_server_handled_total":
                 counts[(sample.labels["grpc_method"], sample.labels["grpc_code"])] = sample.value
-    assert counts[("ReconcilePayments", "UNAUTHENTICATED")] == 1
-    assert counts[("ReconcilePayments", "PERMISSION_DENIED")] == 1
-    assert counts[("ReconcilePayments", "INVALID_ARGUMENT")] == 1
+    assert counts[("ReconcilePayments", "Unauthenticated")] == 1
+    assert counts[("ReconcilePayments", "PermissionDenied")] == 1
+    assert counts[("ReconcilePayments", "InvalidArgument")] == 1
     assert counts[("ReconcilePayments", "OK")] == 0
     assert counts[("Check", "OK")] >= 1  # health checks go through the same layer
 
@@ -158,7 +158,7 @@ def test_demo_purchase_through_grpcurl(mesh: dict[str, Any], grpcurl: str) -> No
         [
             sys.executable,
             "-m",
-            "meshkit.devtokens",
+            "meshdev.tokens",
             "--dev-dir",
             str(mesh["dev_dir"]),
             "--role",

@@ -18,8 +18,8 @@ from google.rpc import error_details_pb2, status_pb2
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens, channel_for
 from nft_service.app import DEFINITION
 from nft_service.chain.local import LocalChain
 from nft_service.chain.token import TOKEN_2022, decode_mint

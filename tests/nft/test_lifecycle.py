@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from solders.keypair import Keypair
 
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens, channel_for
 from tests.nft.conftest import (
     AUD,
     Start,

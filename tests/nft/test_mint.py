@@ -245,7 +245,7 @@ async def test_only_payment_and_admins_may_mint(
 async def test_insufficient_funds_fails_for_good_then_admin_retry(
     start_nft: Start, payment_md: Any, admin_md: Any, postgres_url: str
 ) -> None:
-    from meshkit.testing.servers import channel_for
+    from meshdev.testing.servers import channel_for
 
     poor = Keypair()
     # 3,000,000 lamports pay the fee but not the rents.
@@ -288,7 +288,7 @@ async def test_operator_cli_lists_and_requeues_failed_mints(
     import os
     import sys
 
-    from meshkit.testing.servers import channel_for
+    from meshdev.testing.servers import channel_for
 
     poor = Keypair()
     app = await start_nft(

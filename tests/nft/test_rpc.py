@@ -1,5 +1,5 @@
 """The Solana RPC chain through the real `solana` AsyncClient, against a LiteSVM-backed JSON-RPC
-server on 127.0.0.1 that injects the faults public endpoints produce (nft_service.testing).
+server on 127.0.0.1 that injects the faults public endpoints produce (meshdev.standins.solana_rpc).
 
 Every test counts what reached the chain: however the transport misbehaves, one mint per ticket.
 """
@@ -19,12 +19,12 @@ import asyncpg
 import grpc
 import pytest
 
-from meshkit.embedded import free_port
+from meshdev.embedded import free_port
+from meshdev.standins.solana_rpc import LiteSvmRpcServer
+from meshdev.testing.servers import channel_for
 from meshkit.server import App
 from meshkit.settings import SettingsError, load_settings
-from meshkit.testing.servers import channel_for
 from nft_service.settings import NftSettings
-from nft_service.testing.rpc_server import LiteSvmRpcServer
 from tests.nft.conftest import Start, core_of, count_ticket_mints, mint_request, wait_job
 from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
 

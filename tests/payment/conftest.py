@@ -4,7 +4,7 @@ One localstripe process serves the whole session (a third-party stateful Stripe 
 official `stripe` SDK in the service talks to it over HTTP, and it delivers signed webhooks to
 the service's HTTP endpoint). Each test gets its own service instance in a fresh schema, and
 its ledger is checked for every invariant when the test ends. A test that needs the network to
-misbehave puts a `stripe_proxy` (tests/payment/stripe_proxy.py) between the two.
+misbehave puts a `stripe_proxy` (meshdev.standins.faultproxy) between the two.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from meshkit.embedded import LocalStripe
+from meshdev.embedded import LocalStripe
+from meshdev.standins.faultproxy import FaultProxy
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens, channel_for
 from payment_service import store
 from payment_service.app import DEFINITION
 from payment_service.domain.fees import Jurisdiction
-from tests.payment.stripe_proxy import StripeProxy
 from tests.payment.support import (
     STRIPE_KEY,
     WEBHOOK_SECRET,
@@ -42,11 +42,11 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def stripe_proxy(localstripe: str) -> AsyncIterator[StripeProxy]:
+async def stripe_proxy(localstripe: str) -> AsyncIterator[FaultProxy]:
     """A fault-injecting proxy in front of localstripe; start the service with
     `stripe_api_base=stripe_proxy.url` to send its Stripe traffic through it. Request it
     before `start_payment` so it outlives the apps (torn down after them)."""
-    async with StripeProxy(localstripe) as proxy:
+    async with FaultProxy(localstripe) as proxy:
         yield proxy
 
 

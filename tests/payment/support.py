@@ -14,8 +14,8 @@ import httpx
 import stripe
 from google.rpc import error_details_pb2, status_pb2
 
+from meshdev.testing.servers import TestTokens
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens
 from tickettoken.common.v1 import common_pb2
 from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
 

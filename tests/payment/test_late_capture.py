@@ -32,12 +32,12 @@ from typing import Any
 import grpc
 import pytest
 
+from meshdev.standins.faultproxy import FaultProxy
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens, channel_for
 from payment_service import store
 from payment_service.domain.states import CauseKind, PaymentStatus
 from tests.payment.conftest import add_venue
-from tests.payment.stripe_proxy import StripeProxy
 from tests.payment.support import (
     THREE_D_SECURE,
     PaymentClient,
@@ -57,7 +57,7 @@ CREATE_INTENT = ("POST", "/v1/payment_intents")
 
 @pytest.fixture
 async def start_quiet(
-    stripe_proxy: StripeProxy, start_payment: Start, tokens: TestTokens, localstripe: str
+    stripe_proxy: FaultProxy, start_payment: Start, tokens: TestTokens, localstripe: str
 ) -> AsyncIterator[StartQuiet]:
     """`client = await start_quiet(**settings)`: an app whose Stripe calls go through the proxy
     and that gets no webhook deliveries from localstripe (the test plays Stripe). The client's
@@ -110,7 +110,7 @@ async def transitions(client: PaymentClient, payment_id: str) -> list[tuple[Any,
 
 
 async def created_without_answer(
-    client: PaymentClient, proxy: StripeProxy, **create: Any
+    client: PaymentClient, proxy: FaultProxy, **create: Any
 ) -> tuple[str, dict[str, Any]]:
     """A create whose Stripe answer was lost: (our PENDING payment id, Stripe's intent)."""
     lost = proxy.lose_answer(*CREATE_INTENT)
@@ -131,7 +131,7 @@ async def created_without_answer(
 
 
 async def cancelled_but_captured(
-    client: PaymentClient, proxy: StripeProxy
+    client: PaymentClient, proxy: FaultProxy
 ) -> tuple[str, dict[str, Any]]:
     """A payment CANCELLED here whose PaymentIntent Stripe captured: what the old cancel left
     behind (it cancelled a create in doubt locally). Closed through the store, as it did."""
@@ -154,7 +154,7 @@ async def cancelled_but_captured(
 
 
 async def test_cancel_while_create_waits_on_stripe_is_aborted_and_the_charge_stands(
-    quiet: PaymentClient, stripe_proxy: StripeProxy
+    quiet: PaymentClient, stripe_proxy: FaultProxy
 ) -> None:
     held = stripe_proxy.hold(*CREATE_INTENT)
     request = quiet.create_request()
@@ -208,7 +208,7 @@ async def test_cancel_while_create_waits_on_stripe_is_aborted_and_the_charge_sta
 
 
 async def test_cancel_after_a_lost_create_answer_waits_for_stripe_then_cancels_there(
-    quiet: PaymentClient, stripe_proxy: StripeProxy
+    quiet: PaymentClient, stripe_proxy: FaultProxy
 ) -> None:
     # The create crashed after Stripe created the intent (3-D Secure: waiting for the buyer).
     pm = await quiet.payment_method(THREE_D_SECURE)
@@ -240,7 +240,7 @@ async def test_cancel_after_a_lost_create_answer_waits_for_stripe_then_cancels_t
 
 
 async def test_succeeded_webhook_for_a_cancelled_payment_is_refunded_automatically(
-    quiet: PaymentClient, stripe_proxy: StripeProxy, caplog: pytest.LogCaptureFixture
+    quiet: PaymentClient, stripe_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     payment_id, intent = await cancelled_but_captured(quiet, stripe_proxy)
     total = intent["amount"]
@@ -308,7 +308,7 @@ async def test_succeeded_webhook_for_a_cancelled_payment_is_refunded_automatical
 
 
 async def test_replayed_late_capture_webhook_refunds_once(
-    quiet: PaymentClient, stripe_proxy: StripeProxy
+    quiet: PaymentClient, stripe_proxy: FaultProxy
 ) -> None:
     payment_id, intent = await cancelled_but_captured(quiet, stripe_proxy)
     body = event_payload("payment_intent.succeeded", intent)
@@ -333,7 +333,7 @@ async def test_replayed_late_capture_webhook_refunds_once(
 
 
 async def test_late_create_answer_after_reconciliation_gave_up_is_refunded(
-    start_quiet: StartQuiet, stripe_proxy: StripeProxy
+    start_quiet: StartQuiet, stripe_proxy: FaultProxy
 ) -> None:
     client = await start_quiet(reconcile_older_than_s=0)
     held = stripe_proxy.hold(*CREATE_INTENT)

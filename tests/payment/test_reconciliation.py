@@ -10,8 +10,8 @@ import aiohttp
 import grpc
 import pytest
 
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens, channel_for
 from tests.payment.conftest import add_venue
 from tests.payment.support import THREE_D_SECURE, PaymentClient
 from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -124,7 +124,7 @@ async def test_periodic_job_repairs_without_anyone_asking(
 async def test_payment_that_never_reached_stripe_is_failed(
     start_payment: Start, tokens: TestTokens, localstripe: str
 ) -> None:
-    from meshkit.embedded import free_port
+    from meshdev.embedded import free_port
 
     # Stripe unreachable: the create fails retryably and the payment stays PENDING.
     client, channel = await started(
@@ -173,7 +173,7 @@ async def test_stuck_outbox_events_are_requeued(
 async def test_refund_that_never_reached_stripe_is_completed(
     start_payment: Start, tokens: TestTokens, localstripe: str
 ) -> None:
-    from meshkit.embedded import free_port
+    from meshdev.embedded import free_port
 
     client, channel = await started(start_payment, tokens, localstripe, reconcile_older_than_s=0)
     async with channel:

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import grpc
 import pytest
 
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens, channel_for
 from tests.payment.conftest import add_venue
 from tests.payment.support import PaymentClient
 from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc

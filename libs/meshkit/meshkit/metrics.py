@@ -25,6 +25,29 @@ _LE = (*(floatToGoString(b) for b in LATENCY_BUCKETS), "+Inf")  # type: ignore[n
 _CODES = sorted(grpc.StatusCode, key=lambda c: c.value[0])
 CODE_INDEX: dict[grpc.StatusCode, int] = {c: c.value[0] for c in _CODES}
 OK_INDEX = CODE_INDEX[grpc.StatusCode.OK]
+# The `grpc_code` label values exactly as go-grpc-prometheus writes them (Go's codes.Code
+# String(): "OK", "Canceled" with one l, "InvalidArgument", ...), which every dashboard and alert
+# written for these metric names expects.
+GO_CODE_NAMES: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+assert set(GO_CODE_NAMES) == set(grpc.StatusCode)
 
 
 def new_registry() -> CollectorRegistry:
@@ -129,7 +152,7 @@ class GrpcServerMetrics(Collector):
             received.add_metric(labels, m.received)
             sent.add_metric(labels, m.sent)
             for code in _CODES:
-                handled.add_metric([*labels, code.name], m.handled[CODE_INDEX[code]])
+                handled.add_metric([*labels, GO_CODE_NAMES[code]], m.handled[CODE_INDEX[code]])
             cumulative, buckets = 0, []
             for le, count in zip(_LE, m.buckets, strict=True):
                 cumulative += count

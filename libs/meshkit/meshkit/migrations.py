@@ -1,6 +1,8 @@
-"""Schema migrations: ordered SQL files, applied once, safe when several replicas start together.
+"""Schema migrations: ordered files, applied once, safe when several replicas start together.
 
-A `MigrationSource` is a directory of `NNNN_description.sql` files. `migrate()` applies the files
+A `MigrationSource` is a directory of `NNNN_description.sql` files and, for changes SQL cannot
+express (e.g. rewriting rows whose bytes only our code can read), `NNNN_description.py` files
+that define `async def migrate(conn: asyncpg.Connection) -> None`. `migrate()` applies the files
 that are not yet recorded in `<schema>.schema_migrations`, in order (sources in the order given,
 the kit's own `KIT_MIGRATIONS` first, then files by version), each in its own transaction
 together with its record, so a crash leaves either both or neither. Every replica of a service
@@ -15,10 +17,11 @@ are therefore not supported in migration files.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_FILE_RE = re.compile(r"^(?P<version>\d{4,})_(?P<name>[A-Za-z0-9_]+)\.sql$")
+_FILE_RE = re.compile(r"^(?P<version>\d{4,})_(?P<name>[A-Za-z0-9_]+)\.(?P<kind>sql|py)$")
 
 
 class MigrationError(RuntimeError):
@@ -47,19 +50,43 @@ class MigrationError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One SQL file of a source."""
+    """One file of a source: SQL, or Python with an `async def migrate(conn)`."""
 
     source: str
     version: int
     name: str
     path: Path
     sql: str
+    """The file's text (SQL, or the Python source)."""
     checksum: str
+    kind: str = "sql"
+
+    async def apply(self, conn: asyncpg.Connection, statement_timeout: float) -> None:
+        """Run the migration on `conn` (inside the caller's transaction)."""
+        if self.kind == "sql":
+            await conn.execute(self.sql, timeout=statement_timeout)
+            return
+        await conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout * 1000)}")
+        await _python_step(self)(conn)
+
+
+def _python_step(m: Migration) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    spec = importlib.util.spec_from_file_location(
+        f"_meshkit_migration_{m.source}_{m.version:04d}", m.path
+    )
+    if spec is None or spec.loader is None:
+        raise MigrationError(f"{m.path}: cannot load")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    step = getattr(module, "migrate", None)
+    if step is None:
+        raise MigrationError(f"{m.path}: defines no `async def migrate(conn)`")
+    return step  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
 class MigrationSource:
-    """A named directory of `NNNN_description.sql` files (e.g. `kit`, `payment`)."""
+    """A named directory of `NNNN_description.sql|py` files (e.g. `kit`, `payment`)."""
 
     name: str
     directory: Path
@@ -69,11 +96,15 @@ class MigrationSource:
         if not self.directory.is_dir():
             raise MigrationError(f"migration directory {self.directory} does not exist")
         found: dict[int, Migration] = {}
-        for path in sorted(self.directory.glob("*.sql")):
+        for path in sorted([*self.directory.glob("*.sql"), *self.directory.glob("*.py")]):
+            if path.name == "__init__.py":
+                continue
             match = _FILE_RE.match(path.name)
             if match is None:
                 # A typo in a name must not make a migration silently never run.
-                raise MigrationError(f"{path}: migration files must be named NNNN_description.sql")
+                raise MigrationError(
+                    f"{path}: migration files must be named NNNN_description.sql or .py"
+                )
             version = int(match["version"])
             if version in found:
                 raise MigrationError(
@@ -88,6 +119,7 @@ class MigrationSource:
                 path=path,
                 sql=raw.decode("utf-8"),
                 checksum=hashlib.sha256(raw).hexdigest(),
+                kind=match["kind"],
             )
         return [found[v] for v in sorted(found)]
 
@@ -198,7 +230,7 @@ async def migrate(
                     # connection's own search_path is.
                     await conn.execute("SELECT set_config('search_path', $1, true)", schema)
                     try:
-                        await conn.execute(m.sql, timeout=statement_timeout)
+                        await m.apply(conn, statement_timeout)
                     except asyncpg.PostgresError as exc:
                         raise MigrationError(
                             f"{m.source}/{m.path.name} failed on schema {schema!r}: {exc}"

@@ -11,6 +11,14 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+_ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - bind addresses, compared only
+
+
+def reachable_host(bind_host: str) -> str:
+    """An address a local client can connect to for a server bound to `bind_host` (a wildcard
+    bind is reached on loopback)."""
+    return "127.0.0.1" if bind_host in _ANY_ADDRESS else bind_host
+
 
 class HttpServer:
     """The public HTTP port of a service (provider webhooks, static metadata): only started
@@ -25,6 +33,11 @@ class HttpServer:
     @property
     def has_routes(self) -> bool:
         return len(self.app.router.routes()) > 0
+
+    def local_url(self, path: str = "") -> str:
+        """`http://<host>:<port><path>` as a client on this machine reaches the server (once
+        started, the port is the bound one)."""
+        return f"http://{reachable_host(self._host)}:{self.port}{path}"
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)

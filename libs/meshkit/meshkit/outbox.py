@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from meshkit.context import current_request_id
 from meshkit.db import Database
 from meshkit.errors import MeshError
+from meshkit.jobs import PollingWorker
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -262,11 +263,12 @@ def _describe(exc: BaseException, timeout: float) -> str:
     return text[:MAX_ERROR_LENGTH]
 
 
-class OutboxRelay:
+class OutboxRelay(PollingWorker):
     """Delivers outbox events to `handler`; safe to run on any number of replicas at once.
 
     Start with `asyncio.create_task(relay.run())`; `stop()` lets the current batch finish and
-    makes `run()` return.
+    makes `run()` return. A batch that fails as a whole (the database is unreachable) is retried
+    with the worker's capped backoff.
     """
 
     def __init__(
@@ -286,6 +288,8 @@ class OutboxRelay:
     ) -> None:
         if batch_size < 1 or max_attempts < 1:
             raise ValueError("batch_size and max_attempts must be >= 1")
+        self._rng = rng or random.Random()
+        super().__init__(name, self._step, idle_s=poll_interval, rng=self._rng)
         self._db = db
         self._handler = handler
         self.metrics = OutboxMetrics.for_registry(registry)
@@ -295,43 +299,15 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
         self.handler_timeout = handler_timeout
-        self.name = name
-        self._rng = rng or random.Random()
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        """Ask `run()` to return once the batch in progress is finished."""
-        self._stopping.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     async def run(self) -> None:
         """Deliver batches until `stop()`; sleep `poll_interval` when there is nothing to do."""
-        logger.info("outbox relay started", extra={"relay": self.name})
-        error_delay = self.poll_interval
-        while not self._stopping.is_set():
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                # The database is unreachable or a query failed: keep the relay alive, but back
-                # off so a down database is not hammered.
-                logger.exception("outbox relay batch failed", extra={"relay": self.name})
-                await self._sleep(error_delay)
-                error_delay = min(error_delay * 2, 30.0)
-                continue
-            error_delay = self.poll_interval
-            if claimed < self.batch_size:
-                await self._sleep(self.poll_interval)
+        await super().run()
         with contextlib.suppress(Exception):  # best effort: the pool may be closing
             await self._refresh_pending()
-        logger.info("outbox relay stopped", extra={"relay": self.name})
 
-    async def _sleep(self, seconds: float) -> None:
-        # Wakes early on stop(), so shutdown does not wait out the poll interval.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _step(self) -> bool:
+        return await self.run_once() >= self.batch_size
 
     async def run_once(self) -> int:
         """Claim and deliver one batch; return the number of events claimed."""

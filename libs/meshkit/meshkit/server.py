@@ -2,11 +2,15 @@
 
 A service hands the kit a `ServiceDefinition` (settings class, migrations, build function); the
 kit builds every shared resource once (`Kit`: pools, Redis, metrics registry, idempotency store,
-token minter), runs migrations, serves gRPC with the kit interceptor, health and reflection, serves
-`/metrics` on the ops port, and on SIGTERM/SIGINT drains:
+token minter, guards, mesh clients, event publisher), runs migrations, serves gRPC with the kit's
+call layer, health and reflection, serves `/metrics` on the ops port, and on SIGTERM/SIGINT
+drains. The order, start to stop:
 
-  health NOT_SERVING → (optional delay for load balancers) → stop accepting, in-flight RPCs
-  finish within the grace → background workers stop after their current step → pools closed.
+  migrations → build(kit) → gRPC (+ public HTTP) bound → start hooks → health SERVING once
+  Postgres and Redis answer → workers run
+  … SIGTERM → health NOT_SERVING → (optional delay for load balancers) → stop accepting,
+  in-flight RPCs finish within the grace → workers stop after their current step → stop hooks
+  (last registered first) → pools closed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import grpc
 import redis.asyncio as aioredis
 from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
@@ -39,11 +42,13 @@ from meshkit.auth import (
     load_private_key,
     load_public_keys,
 )
+from meshkit.callerlimits import CallerRateLimiter
 from meshkit.clients import MeshClients
 from meshkit.db import Database
+from meshkit.events import EventPublisher
 from meshkit.idempotency import IdempotencyStore
-from meshkit.interceptor import KitInterceptor, Registrar
-from meshkit.jobs import PeriodicJob, Worker
+from meshkit.interceptor import ErrorMap, KitInterceptor, Registrar
+from meshkit.jobs import LeasedJob, PeriodicJob, Worker
 from meshkit.logs import AccessLog, configure_logging
 from meshkit.metrics import GrpcServerMetrics, new_registry
 from meshkit.migrations import KIT_MIGRATIONS, MigrationSource, migrate
@@ -60,12 +65,17 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @dataclass(frozen=True, slots=True)
 class ServiceRegistration:
-    """One gRPC service a process serves: descriptor, generated add-function, servicer, policy."""
+    """One gRPC service a process serves: descriptor, generated add-function, servicer, policy,
+    and how the service's own (domain) exceptions map to gRPC errors."""
 
     descriptor: ServiceDescriptor
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: object
     policy: Policy
+    errors: ErrorMap | None = None
+
+
+Hook = Callable[[], Awaitable[object]]
 
 
 @dataclass(slots=True)
@@ -84,17 +94,65 @@ class Kit:
     """One guard per outside provider: `await kit.guards["stripe"].call(op, fn, ...)`."""
     clients: MeshClients
     """Channels and typed stubs for calling the other mesh services."""
+    events: EventPublisher
+    """Stages this service's events (contract messages in envelopes) in its outbox."""
     workers: list[tuple[str, Worker]] = field(default_factory=list)
+    start_hooks: list[Hook] = field(default_factory=list)
+    stop_hooks: list[Hook] = field(default_factory=list)
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """Run `worker` in the background from start until shutdown (after RPCs drain)."""
         self.workers.append((name, worker))
 
-    async def idempotent(
-        self, request: Message, handler: Callable[[], Awaitable[Message]]
-    ) -> bytes:
-        """The one-line idempotency wrapper for a mutating RPC (key from `request`)."""
-        return await self.idempotency.run(request, handler)
+    def add_periodic_job(
+        self, name: str, interval_s: float, fn: Callable[[], Awaitable[object]]
+    ) -> PeriodicJob:
+        """Run `fn` every `interval_s` seconds on every replica (work safe to run at once)."""
+        job = PeriodicJob(name, interval_s, fn, registry=self.registry)
+        self.add_worker(name, job)
+        return job
+
+    def add_leased_job(
+        self,
+        name: str,
+        interval_s: float,
+        fn: Callable[[], Awaitable[object]],
+        *,
+        lease_s: float = 30.0,
+    ) -> LeasedJob:
+        """Run `fn` every `interval_s` seconds on one replica at a time (a renewed Redis lease,
+        released after each run; see meshkit.jobs.LeasedJob)."""
+        job = LeasedJob(
+            name,
+            interval_s,
+            fn,
+            redis=self.redis,
+            key_prefix=f"{self.settings.guard_key_prefix}:{self.settings.schema_name}",
+            lease_s=lease_s,
+            registry=self.registry,
+        )
+        self.add_worker(name, job)
+        return job
+
+    def caller_limiter(self, name: str, limit: int, window_s: float = 60.0) -> CallerRateLimiter:
+        """A per-caller limit of `limit` requests per `window_s`, shared by every replica."""
+        return CallerRateLimiter(
+            self.redis,
+            name=name,
+            limit=limit,
+            window_s=window_s,
+            key_prefix=f"{self.settings.guard_key_prefix}:{self.settings.schema_name}:callers",
+        )
+
+    def on_start(self, hook: Hook) -> None:
+        """Call `hook` once the gRPC and HTTP ports are bound, before workers start and before
+        health reports SERVING; an exception fails the start."""
+        self.start_hooks.append(hook)
+
+    def on_stop(self, hook: Hook) -> None:
+        """Call `hook` at shutdown, after RPCs drained and workers stopped, before the kit closes
+        its pools (hooks run last-registered first; failures are logged)."""
+        self.stop_hooks.append(hook)
 
     def add_http_route(
         self,
@@ -268,20 +326,15 @@ class App:
             http=HttpServer(host=s.http_host, port=s.bind_http_port),
             guards=guards,
             clients=clients,
+            events=EventPublisher(name),
         )
-        self.kit.add_worker(
-            "idempotency-purge",
-            PeriodicJob(
-                "idempotency-purge", s.idempotency_purge_interval_s, idempotency.purge_expired
-            ),
+        self.kit.add_periodic_job(
+            "idempotency-purge", s.idempotency_purge_interval_s, idempotency.purge_expired
         )
-        self.kit.add_worker(
+        self.kit.add_periodic_job(
             "outbox-purge",
-            PeriodicJob(
-                "outbox-purge",
-                s.outbox_purge_interval_s,
-                lambda: purge_delivered(db, older_than_seconds=s.outbox_retention_s),
-            ),
+            s.outbox_purge_interval_s,
+            lambda: purge_delivered(db, older_than_seconds=s.outbox_retention_s),
         )
         registrations = await self.definition.build(self.kit)
         _check_policies(registrations)
@@ -292,6 +345,8 @@ class App:
             policies={r.descriptor.full_name: r.policy for r in registrations},
             metrics=GrpcServerMetrics(self.registry),
             access_log=self.access_log,
+            idempotency=idempotency,
+            error_maps={r.descriptor.full_name: r.errors for r in registrations if r.errors},
         )
         server = grpc.aio.server(
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
@@ -324,6 +379,8 @@ class App:
         self.server = server
         if self.kit.http.has_routes:
             await self.kit.http.start()
+        for hook in self.kit.start_hooks:
+            await hook()
         await self._check_dependencies()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
         for worker_name, worker in self.kit.workers:
@@ -393,6 +450,11 @@ class App:
             except Exception:
                 _log.exception("worker failed", extra={"worker": worker_name})
         if self.kit is not None:
+            for hook in reversed(self.kit.stop_hooks):
+                try:
+                    await hook()
+                except Exception:
+                    _log.exception("stop hook failed", extra={"hook": repr(hook)})
             await self.kit.http.stop()
             await self.kit.clients.close()
             await self.kit.guards.aclose()

@@ -8,8 +8,10 @@ test provider keys, local stand-ins) in one message too.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +22,20 @@ DEV_KID_PREFIX = "dev-"
 
 class SettingsError(Exception):
     """Settings are missing or refused; the message names every variable involved."""
+
+
+def is_local_url(url: str) -> bool:
+    """True for URLs that point at this machine or a private test name (localhost, 127.0.0.0/8,
+    ::1, 0.0.0.0, *.localhost, *.local, *.internal): what production refuses for a provider's
+    API, since there it can only be a local stand-in."""
+    host = (urlparse(url).hostname or "").lower()
+    if not host or host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 class KitSettings(BaseSettings):

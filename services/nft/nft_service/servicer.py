@@ -1,6 +1,6 @@
 """NftService servicer: proto in, core call, proto out — nothing else.
 
-Mutating RPCs run through `kit.idempotent` (key = `request.idempotency_key`, per caller and RPC).
+Mutating RPCs are `@idempotent` (key = `request.idempotency_key`, per caller and RPC).
 Buyers only see their own tickets: listing and reading are scoped to the caller's subject unless
 the caller is an admin, a venue admin or another service.
 """
@@ -13,6 +13,7 @@ import grpc
 
 from meshkit.context import current_call
 from meshkit.errors import NotFound, PermissionDenied
+from meshkit.idempotency import idempotent
 from meshkit.server import Kit
 from nft_service import convert, store
 from nft_service.core import NftCore, OwnershipAnswer
@@ -38,14 +39,12 @@ class NftServicer(nft_pb2_grpc.NftServiceServicer):
         self.kit = kit
         self.core = core
 
-    async def MintTickets(  # type: ignore[override]  # stored replies are bytes
+    @idempotent
+    async def MintTickets(
         self, request: nft_pb2.MintTicketsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bytes:
-        async def handle() -> nft_pb2.MintTicketsResponse:
-            job, tickets = await self.core.enqueue(convert.mint_request(request))
-            return nft_pb2.MintTicketsResponse(job=convert.mint_job(job, tickets))
-
-        return await self.kit.idempotent(request, handle)
+    ) -> nft_pb2.MintTicketsResponse:
+        job, tickets = await self.core.enqueue(convert.mint_request(request))
+        return nft_pb2.MintTicketsResponse(job=convert.mint_job(job, tickets))
 
     async def GetMintJob(
         self, request: nft_pb2.GetMintJobRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -111,38 +110,34 @@ class NftServicer(nft_pb2_grpc.NftServiceServicer):
             nfts=[convert.ticket_nft(r) for r in rows], next_page_token=token
         )
 
-    async def TransferTicket(  # type: ignore[override]  # stored replies are bytes
+    @idempotent
+    async def TransferTicket(
         self, request: nft_pb2.TransferTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bytes:
-        async def handle() -> nft_pb2.TransferTicketResponse:
-            row, from_wallet, signature = await self.core.transfer(
-                ticket_id=request.ticket_id,
-                to_wallet=request.to_wallet,
-                to_user_id=request.to_user_id,
-                reason=request.reason,
-                reference_id=request.reference_id,
-                note=request.note,
-            )
-            return nft_pb2.TransferTicketResponse(
-                nft=convert.ticket_nft(row), from_wallet=from_wallet, signature=signature
-            )
+    ) -> nft_pb2.TransferTicketResponse:
+        row, from_wallet, signature = await self.core.transfer(
+            ticket_id=request.ticket_id,
+            to_wallet=request.to_wallet,
+            to_user_id=request.to_user_id,
+            reason=request.reason,
+            reference_id=request.reference_id,
+            note=request.note,
+        )
+        return nft_pb2.TransferTicketResponse(
+            nft=convert.ticket_nft(row), from_wallet=from_wallet, signature=signature
+        )
 
-        return await self.kit.idempotent(request, handle)
-
-    async def RevokeTicket(  # type: ignore[override]  # stored replies are bytes
+    @idempotent
+    async def RevokeTicket(
         self, request: nft_pb2.RevokeTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bytes:
-        async def handle() -> nft_pb2.RevokeTicketResponse:
-            row, signature = await self.core.revoke(
-                ticket_id=request.ticket_id,
-                reason=request.reason,
-                note=request.note,
-                method=request.method,
-                reference_id=request.reference_id,
-            )
-            return nft_pb2.RevokeTicketResponse(nft=convert.ticket_nft(row), signature=signature)
-
-        return await self.kit.idempotent(request, handle)
+    ) -> nft_pb2.RevokeTicketResponse:
+        row, signature = await self.core.revoke(
+            ticket_id=request.ticket_id,
+            reason=request.reason,
+            note=request.note,
+            method=request.method,
+            reference_id=request.reference_id,
+        )
+        return nft_pb2.RevokeTicketResponse(nft=convert.ticket_nft(row), signature=signature)
 
     async def VerifyOwnership(
         self, request: nft_pb2.VerifyOwnershipRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from meshkit.jobs import PeriodicJob
 from meshkit.migrations import MigrationSource
+from meshkit.resilience import ProviderGuard
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
-from payment_service.adapters.stripe_gateway import Guard, StripeGateway
+from payment_service.adapters.stripe_gateway import StripeGateway
 from payment_service.core import Core
 from payment_service.payments import Payments
 from payment_service.payouts import Payouts
 from payment_service.policy import POLICY
-from payment_service.ratelimit import PrincipalRateLimiter
 from payment_service.reconciliation import Reconciler
 from payment_service.servicer import PaymentServicer
 from payment_service.settings import PaymentSettings
@@ -34,12 +34,11 @@ WEBHOOK_PATH = "/webhooks/stripe"
 LOCAL_WEBHOOK_ID = "payment"
 
 
-def stripe_guard(kit: Kit) -> Guard:
+def stripe_guard(kit: Kit) -> ProviderGuard:
     """The kit's guard for Stripe: shared Redis rate limit → circuit breaker → retries that
     honour Retry-After and the caller's deadline (policy "stripe", overridable through
     PROVIDER_POLICIES)."""
-    guard: Guard = kit.guards["stripe"]
-    return guard
+    return kit.guards["stripe"]
 
 
 class _Resource:
@@ -99,9 +98,7 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         gateway=gateway,
         core=core,
         settings=settings,
-        refund_limiter=PrincipalRateLimiter(
-            kit.redis, name="refund", limit=settings.refund_rate_limit_per_minute
-        ),
+        refund_limiter=kit.caller_limiter("refund", settings.refund_rate_limit_per_minute),
         registry=kit.registry,
     )
     payouts = Payouts(db=kit.db, gateway=gateway, settings=settings)

@@ -33,6 +33,7 @@ import asyncpg
 from google.protobuf import timestamp_pb2
 from prometheus_client import CollectorRegistry, Counter
 
+from meshkit.callerlimits import CallerRateLimiter
 from meshkit.context import Principal
 from meshkit.db import Database
 from meshkit.errors import (
@@ -54,7 +55,6 @@ from payment_service.domain.states import (
     PaymentStatus,
     RefundStatus,
 )
-from payment_service.ratelimit import PrincipalRateLimiter
 from payment_service.settings import PaymentSettings
 from payment_service.store import PaymentRecord, RefundRecord
 from tickettoken.payment.v1 import payment_pb2
@@ -92,7 +92,7 @@ class Payments:
         gateway: StripeGateway,
         core: Core,
         settings: PaymentSettings,
-        refund_limiter: PrincipalRateLimiter,
+        refund_limiter: CallerRateLimiter,
         registry: CollectorRegistry,
     ) -> None:
         self.db = db

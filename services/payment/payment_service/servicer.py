@@ -1,7 +1,7 @@
 """PaymentService servicer: proto in, flow call, proto out — nothing else.
 
-Mutating RPCs run through the kit's idempotency wrapper (`kit.idempotent`), which stores the
-first response (or final error) per (caller, RPC, idempotency key) and replays it byte for byte;
+Mutating RPCs are `@idempotent`: the kit stores the first response (or final error) per
+(caller, RPC, idempotency key) and replays it byte for byte;
 the flows behind it derive their object ids and Stripe keys from the same key, so even a retry
 after a crash resumes the same payment instead of charging twice.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshkit.errors import FieldViolation, invalid_argument
+from meshkit.idempotency import idempotent
 from meshkit.server import Kit
 from payment_service import convert
 from payment_service.payments import Payments
@@ -22,11 +23,7 @@ from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
-    """Thin adapter between the PaymentService contract and the flows.
-
-    The idempotent RPCs return the stored response bytes, which the kit passes through to the
-    wire unserialized (hence `bytes` where the generated base class declares the message).
-    """
+    """Thin adapter between the PaymentService contract and the flows."""
 
     def __init__(
         self,
@@ -50,10 +47,11 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.CalculateFeesResponse:
         return await self.payments.calculate_fees(request)
 
-    async def CreatePayment(  # type: ignore[override]
+    @idempotent
+    async def CreatePayment(
         self, request: payment_pb2.CreatePaymentRequest, context: Any
-    ) -> bytes:
-        return await self.kit.idempotent(request, lambda: self.payments.create(request))
+    ) -> payment_pb2.CreatePaymentResponse:
+        return await self.payments.create(request)
 
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: Any
@@ -65,15 +63,17 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.ListPaymentsResponse:
         return await self.payments.list_payments(request)
 
-    async def RefundPayment(  # type: ignore[override]
+    @idempotent
+    async def RefundPayment(
         self, request: payment_pb2.RefundPaymentRequest, context: Any
-    ) -> bytes:
-        return await self.kit.idempotent(request, lambda: self.payments.refund(request))
+    ) -> payment_pb2.RefundPaymentResponse:
+        return await self.payments.refund(request)
 
-    async def CancelPayment(  # type: ignore[override]
+    @idempotent
+    async def CancelPayment(
         self, request: payment_pb2.CancelPaymentRequest, context: Any
-    ) -> bytes:
-        return await self.kit.idempotent(request, lambda: self.payments.cancel(request))
+    ) -> payment_pb2.CancelPaymentResponse:
+        return await self.payments.cancel(request)
 
     async def HandleProviderWebhook(
         self, request: payment_pb2.HandleProviderWebhookRequest, context: Any
@@ -86,14 +86,16 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.GetVenueBalanceResponse:
         return await self.payouts.get_balance(request)
 
-    async def RequestPayout(  # type: ignore[override]
+    @idempotent
+    async def RequestPayout(
         self, request: payment_pb2.RequestPayoutRequest, context: Any
-    ) -> bytes:
-        return await self.kit.idempotent(request, lambda: self.payouts.request_payout(request))
+    ) -> payment_pb2.RequestPayoutResponse:
+        return await self.payouts.request_payout(request)
 
-    async def ReconcilePayments(  # type: ignore[override]
+    @idempotent
+    async def ReconcilePayments(
         self, request: payment_pb2.ReconcilePaymentsRequest, context: Any
-    ) -> bytes:
+    ) -> payment_pb2.ReconcilePaymentsResponse:
         violations = []
         if request.older_than_seconds < 0:
             violations.append(FieldViolation("older_than_seconds", "must not be negative"))
@@ -110,13 +112,10 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         default_age = 0.0 if ids else self.settings.reconcile_older_than_s
         older_than = float(request.older_than_seconds) or default_age
 
-        async def run() -> payment_pb2.ReconcilePaymentsResponse:
-            return await self.reconciler.run(
-                older_than_s=older_than,
-                limit=request.limit or self.settings.reconcile_batch,
-                dry_run=request.dry_run,
-                payment_ids=ids,
-                outbox_older_than_s=float(request.older_than_seconds) or None,
-            )
-
-        return await self.kit.idempotent(request, run)
+        return await self.reconciler.run(
+            older_than_s=older_than,
+            limit=request.limit or self.settings.reconcile_batch,
+            dry_run=request.dry_run,
+            payment_ids=ids,
+            outbox_older_than_s=float(request.older_than_seconds) or None,
+        )

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
+from meshdev.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
 
 
 @pytest.fixture

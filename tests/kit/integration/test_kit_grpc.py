@@ -1,7 +1,7 @@
 """The kit over real gRPC: request ids, error details, auth, metrics, idempotency, health.
 
-An in-process kit server (tests/apps/kitapp.py) on port 0 against the embedded Postgres and Redis,
-called through real generated stubs.
+An in-process kit server (tests/kit/apps/kitapp.py) on port 0 against the embedded Postgres and
+Redis, called through real generated stubs.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from meshdev.embedded import EmbeddedRedis, free_port
+from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.auth import TokenMinter, ensure_dev_keys
-from meshkit.embedded import EmbeddedRedis, free_port
-from meshkit.testing.servers import TestTokens, channel_for
-from tests.apps.kitapp import DEFINITION, KitAppServicer
+from tests.kit.apps.kitapp import DEFINITION, KitAppServicer
 from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc
 
 AUD = "tickettoken.kitapp"
@@ -111,7 +111,9 @@ async def test_ok_echoes_request_id(stub: Any, tokens: TestTokens) -> None:
 
 
 async def test_new_request_id_when_none_given(stub: Any, tokens: TestTokens) -> None:
-    call = stub.RenderTemplate(notify_pb2.RenderTemplateRequest(), metadata=admin(tokens))
+    call = stub.RenderTemplate(
+        notify_pb2.RenderTemplateRequest(template_id="hi"), metadata=admin(tokens)
+    )
     await call
     ids = [v for k, v in await call.trailing_metadata() if k == "x-request-id"]
     assert len(ids) == 1 and len(ids[0]) == 32
@@ -159,11 +161,13 @@ async def test_unexpected_exception_is_internal_without_internals(
 
 async def test_unbuilt_rpc_is_unimplemented_after_auth(stub: Any, tokens: TestTokens) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.GetTemplate(notify_pb2.GetTemplateRequest(), metadata=admin(tokens))
+        await stub.GetTemplate(
+            notify_pb2.GetTemplateRequest(template_id="receipt"), metadata=admin(tokens)
+        )
     assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert detail(status_of(info.value), error_details_pb2.ErrorInfo).reason == "UNIMPLEMENTED"
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.GetTemplate(notify_pb2.GetTemplateRequest())
+        await stub.GetTemplate(notify_pb2.GetTemplateRequest(template_id="receipt"))
     assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -240,7 +244,7 @@ def _bad_tokens(tokens: TestTokens, dev_dir: Path) -> dict[str, tuple[str, str]]
 
 async def test_missing_token_is_unauthenticated(stub: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.RenderTemplate(notify_pb2.RenderTemplateRequest())
+        await stub.RenderTemplate(notify_pb2.RenderTemplateRequest(template_id="hi"))
     assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert detail(status_of(info.value), error_details_pb2.ErrorInfo).reason == "TOKEN_MISSING"
 
@@ -260,12 +264,14 @@ async def test_bad_tokens_are_rejected(stub: Any, tokens: TestTokens, dev_dir: P
 async def test_policy_denies_roles_and_services(stub: Any, tokens: TestTokens) -> None:
     buyer = tokens.metadata(tokens.user("buyer-1", ["buyer"], aud=AUD))
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.RenderTemplate(notify_pb2.RenderTemplateRequest(), metadata=buyer)
+        await stub.RenderTemplate(
+            notify_pb2.RenderTemplateRequest(template_id="hi"), metadata=buyer
+        )
     assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     # A service in the policy may call; one that is not may not.
     payment = tokens.metadata(tokens.service("payment", aud=AUD))
     nft = tokens.metadata(tokens.service("nft", aud=AUD))
-    req = notify_pb2.UpsertTemplateRequest(idempotency_key=str(uuid.uuid4()))
+    req = _upsert(str(uuid.uuid4()))
     await stub.UpsertTemplate(req, metadata=payment)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.UpsertTemplate(req, metadata=nft)
@@ -277,7 +283,9 @@ async def test_policy_denies_roles_and_services(stub: Any, tokens: TestTokens) -
 
 
 async def test_metrics_count_real_codes(app: Any, stub: Any, tokens: TestTokens) -> None:
-    await stub.RenderTemplate(notify_pb2.RenderTemplateRequest(), metadata=admin(tokens))
+    await stub.RenderTemplate(
+        notify_pb2.RenderTemplateRequest(template_id="hi"), metadata=admin(tokens)
+    )
     calls: list[tuple[Any, Any]] = [
         (
             stub.RenderTemplate(
@@ -285,10 +293,13 @@ async def test_metrics_count_real_codes(app: Any, stub: Any, tokens: TestTokens)
             ),
             "INVALID_ARGUMENT",
         ),
-        (stub.RenderTemplate(notify_pb2.RenderTemplateRequest()), "UNAUTHENTICATED"),
+        (
+            stub.RenderTemplate(notify_pb2.RenderTemplateRequest(template_id="hi")),
+            "UNAUTHENTICATED",
+        ),
         (
             stub.RenderTemplate(
-                notify_pb2.RenderTemplateRequest(),
+                notify_pb2.RenderTemplateRequest(template_id="hi"),
                 metadata=tokens.metadata(tokens.user("b", ["buyer"], aud=AUD)),
             ),
             "PERMISSION_DENIED",
@@ -298,13 +309,15 @@ async def test_metrics_count_real_codes(app: Any, stub: Any, tokens: TestTokens)
         with pytest.raises(grpc.aio.AioRpcError):
             await call
     with pytest.raises(grpc.aio.AioRpcError):
-        await stub.GetTemplate(notify_pb2.GetTemplateRequest(), metadata=admin(tokens))
+        await stub.GetTemplate(
+            notify_pb2.GetTemplateRequest(template_id="receipt"), metadata=admin(tokens)
+        )
     assert await handled(app, "RenderTemplate", "OK") == 1
-    assert await handled(app, "RenderTemplate", "INVALID_ARGUMENT") == 1
-    assert await handled(app, "RenderTemplate", "UNAUTHENTICATED") == 1
-    assert await handled(app, "RenderTemplate", "PERMISSION_DENIED") == 1
-    assert await handled(app, "GetTemplate", "UNIMPLEMENTED") == 1
-    assert await handled(app, "RenderTemplate", "INTERNAL") == 0
+    assert await handled(app, "RenderTemplate", "InvalidArgument") == 1
+    assert await handled(app, "RenderTemplate", "Unauthenticated") == 1
+    assert await handled(app, "RenderTemplate", "PermissionDenied") == 1
+    assert await handled(app, "GetTemplate", "Unimplemented") == 1
+    assert await handled(app, "RenderTemplate", "Internal") == 0
 
 
 async def scrape(app: Any) -> dict[str, list[Any]]:
@@ -320,7 +333,9 @@ async def test_metrics_count_starts_messages_and_latency(
     app: Any, stub: Any, tokens: TestTokens
 ) -> None:
     for _ in range(3):
-        await stub.RenderTemplate(notify_pb2.RenderTemplateRequest(), metadata=admin(tokens))
+        await stub.RenderTemplate(
+            notify_pb2.RenderTemplateRequest(template_id="hi"), metadata=admin(tokens)
+        )
     families = await scrape(app)
 
     def value(family: str, sample: str) -> float:
@@ -350,8 +365,8 @@ async def test_handler_abort_counted_with_its_code(app: Any, stub: Any, tokens: 
             notify_pb2.RenderTemplateRequest(template_id="abort"), metadata=admin(tokens)
         )
     assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
-    assert await handled(app, "RenderTemplate", "ALREADY_EXISTS") == 1
-    assert await handled(app, "RenderTemplate", "UNKNOWN") == 0
+    assert await handled(app, "RenderTemplate", "AlreadyExists") == 1
+    assert await handled(app, "RenderTemplate", "Unknown") == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +376,13 @@ async def test_handler_abort_counted_with_its_code(app: Any, stub: Any, tokens: 
 def _upsert(key: str, name: str = "Receipt") -> notify_pb2.UpsertTemplateRequest:
     return notify_pb2.UpsertTemplateRequest(
         idempotency_key=key,
-        template=notify_pb2.Template(id="receipt", name=name, subject_template="Hi {{ name }}"),
+        template=notify_pb2.Template(
+            id="receipt",
+            name=name,
+            subject_template="Hi {{ name }}",
+            channel=notify_pb2.CHANNEL_EMAIL,
+            category=notify_pb2.NOTIFICATION_CATEGORY_TRANSACTIONAL,
+        ),
     )
 
 

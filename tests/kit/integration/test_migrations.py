@@ -142,3 +142,60 @@ def test_duplicate_versions_are_refused(tmp_path: Path) -> None:
     _write(tmp_path, {"0001_a.sql": "SELECT 1;", "0001_b.sql": "SELECT 2;"})
     with pytest.raises(MigrationError, match="used twice"):
         MigrationSource("svc", tmp_path).migrations()
+
+
+async def test_python_migrations_rewrite_rows_in_order_with_the_sql_ones(
+    postgres_url: str, db_schema: str, tmp_path: Path
+) -> None:
+    directory = _write(
+        tmp_path / "m",
+        {
+            "0001_table.sql": "CREATE TABLE t (id int PRIMARY KEY, blob bytea, doc jsonb);\n"
+            "INSERT INTO t (id, blob) VALUES (1, 'a=1'), (2, 'b=2');\n",
+            # Rows whose bytes only code can read: a Python step, in the same transaction as
+            # its record (unqualified names resolve to the service's schema).
+            "0002_decode.py": (
+                '"""Decode blob into doc."""\n'
+                "import json\n\n\n"
+                "async def migrate(conn):\n"
+                "    for row in await conn.fetch('SELECT id, blob FROM t'):\n"
+                "        key, _, value = bytes(row['blob']).decode().partition('=')\n"
+                "        await conn.execute(\n"
+                "            'UPDATE t SET doc = $2::jsonb WHERE id = $1',\n"
+                "            row['id'], json.dumps({key: int(value)}))\n"
+            ),
+            "0003_drop.sql": "ALTER TABLE t DROP COLUMN blob;\n",
+        },
+    )
+    applied = await migrate(postgres_url, db_schema, [MigrationSource("svc", directory)])
+    assert applied == [("svc", 1), ("svc", 2), ("svc", 3)]
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        rows = await conn.fetch(f"SELECT id, doc FROM {db_schema}.t ORDER BY id")
+        assert [(r["id"], json.loads(r["doc"])) for r in rows] == [(1, {"a": 1}), (2, {"b": 2})]
+    finally:
+        await conn.close()
+    assert await migrate(postgres_url, db_schema, [MigrationSource("svc", directory)]) == []
+
+
+async def test_a_failing_python_migration_rolls_back(
+    postgres_url: str, db_schema: str, tmp_path: Path
+) -> None:
+    directory = _write(
+        tmp_path / "m",
+        {
+            "0001_table.sql": "CREATE TABLE t (id int);\n",
+            "0002_bad.py": (
+                "async def migrate(conn):\n"
+                "    await conn.execute('INSERT INTO t VALUES (1)')\n"
+                "    await conn.execute('SELECT * FROM missing_table')\n"
+            ),
+        },
+    )
+    with pytest.raises(MigrationError, match=r"0002_bad\.py"):
+        await migrate(postgres_url, db_schema, [MigrationSource("svc", directory)])
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert await conn.fetchval(f"SELECT count(*) FROM {db_schema}.t") == 0
+    finally:
+        await conn.close()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from meshdev.testing.servers import TestTokens
 from meshkit.auth import Authenticator, ensure_dev_keys, load_public_keys
 from meshkit.errors import Unauthenticated
 from meshkit.settings import DEV_ISSUER
-from meshkit.testing.servers import TestTokens
 
 AUD = "tickettoken.t"
 

@@ -19,12 +19,49 @@ def scrape(registry: CollectorRegistry) -> dict[str, list[tuple[str, dict[str, s
     return families
 
 
+# The canonical list: what go-grpc-prometheus writes (grpc-go's codes.Code.String()), which every
+# dashboard and alert written for the grpc_server_* names matches on.
+GO_GRPC_PROMETHEUS_CODES = {
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+}
+
+
+def test_every_grpc_code_label_is_the_go_grpc_prometheus_name() -> None:
+    registry = CollectorRegistry()
+    stats = GrpcServerMetrics(registry).for_method(METHOD, "unary")
+    for code in grpc.StatusCode:
+        stats.handled[code.value[0]] += code.value[0] + 1  # a distinct count per code
+    codes = {
+        labels["grpc_code"]: value for _, labels, value in scrape(registry)["grpc_server_handled"]
+    }
+    assert set(codes) == GO_GRPC_PROMETHEUS_CODES
+    assert codes["Canceled"] == grpc.StatusCode.CANCELLED.value[0] + 1
+    assert codes["Unauthenticated"] == grpc.StatusCode.UNAUTHENTICATED.value[0] + 1
+    assert codes["InvalidArgument"] == grpc.StatusCode.INVALID_ARGUMENT.value[0] + 1
+
+
 def test_a_new_method_reports_every_code_at_zero() -> None:
     registry = CollectorRegistry()
     GrpcServerMetrics(registry).for_method(METHOD, "unary")
     families = scrape(registry)
     handled = families["grpc_server_handled"]
-    assert {labels["grpc_code"] for _, labels, _ in handled} == {c.name for c in grpc.StatusCode}
+    assert {labels["grpc_code"] for _, labels, _ in handled} == GO_GRPC_PROMETHEUS_CODES
     assert all(value == 0 for _, _, value in handled)
     assert handled[0][1]["grpc_type"] == "unary"
     assert handled[0][1]["grpc_service"] == "tickettoken.notify.v1.NotifyService"
@@ -45,7 +82,7 @@ def test_counts_codes_and_cumulative_latency_buckets() -> None:
         stats.observe(seconds)
     families = scrape(registry)
     codes = {labels["grpc_code"]: value for _, labels, value in families["grpc_server_handled"]}
-    assert codes["OK"] == 2 and codes["NOT_FOUND"] == 1 and codes["INTERNAL"] == 0
+    assert codes["OK"] == 2 and codes["NotFound"] == 1 and codes["Internal"] == 0
     assert stats.handled_count(grpc.StatusCode.OK) == 2
     assert [v for _, _, v in families["grpc_server_started"]] == [3]
     assert [v for _, _, v in families["grpc_server_msg_sent"]] == [2]

@@ -9,6 +9,7 @@ import grpc
 import httpx
 import pytest
 
+from meshdev.standins.provider import max_in_window
 from meshkit.resilience import (
     DEFAULT_POLICIES,
     LocalGcra,
@@ -21,7 +22,6 @@ from meshkit.resilience import (
     load_policies,
     parse_retry_after,
 )
-from meshkit.testing.standin import max_in_window
 
 
 def test_defaults_follow_the_providers_limits_with_headroom() -> None:

@@ -1,29 +1,31 @@
-"""A fault-injecting HTTP proxy between the payment service's `stripe` SDK and localstripe.
+"""A fault-injecting HTTP proxy between a service's provider client and a provider stand-in.
 
-The service under test is started with `stripe_api_base=<proxy.url>`; the proxy forwards every
-request (method, path, query, headers, body) to the real localstripe and streams the answer
-back. Our code runs unmodified: faults are injected where they happen in production, on the
-network between us and Stripe. Tests script it per request kind (method + path prefix):
+The service under test is pointed at `<proxy.url>` instead of the provider (for payment:
+`stripe_api_base`); the proxy forwards every request (method, path, query, headers, body) to the
+real upstream (localstripe, a `ProviderStandIn`, ...) and streams the answer back. Our code runs
+unmodified: faults are injected where they happen in production, on the network between us and
+the provider. Tests script it per request kind (method + path prefix):
 
-* `hold(method, path)`: matching requests wait at the proxy, before reaching Stripe, until the
-  rule is released; then they go through. "The create is waiting on Stripe", made
+* `hold(method, path)`: matching requests wait at the proxy, before reaching the provider, until
+  the rule is released; then they go through. "The create is waiting on the provider", made
   deterministic instead of raced with sleeps.
-* `lose_answer(method, path)`: the first matching request reaches Stripe and Stripe acts on it,
-  but the proxy reads the answer and closes the connection without sending a byte of it; every
-  later matching request (the guard's retries) has its connection closed before it reaches
-  Stripe, until the rule is released. The SDK sees a transport error
-  (`aiohttp.ServerDisconnectedError` inside `stripe.APIConnectionError`), which the adapter
-  hands to the kit's guard as a connection failure: retried, then UNAVAILABLE, outcome
-  unknown. That is what a crash after Stripe's side effect leaves behind.
+* `lose_answer(method, path)`: the first matching request reaches the provider and the provider
+  acts on it, but the proxy reads the answer and closes the connection without sending a byte of
+  it; every later matching request (the guard's retries) has its connection closed before it
+  reaches the provider, until the rule is released. The client sees a transport error (for the
+  `stripe` SDK: `aiohttp.ServerDisconnectedError` inside `stripe.APIConnectionError`), which the
+  adapter hands to the kit's guard as a connection failure: retried, then UNAVAILABLE, outcome
+  unknown. That is what a crash after the provider's side effect leaves behind.
 
-Why retries are cut rather than forwarded: the guard retries a create with the same
-Idempotency-Key. Real Stripe would replay its first answer to that retry (and so recover the
-lost answer), while localstripe ignores Idempotency-Key and would create a second PaymentIntent.
-Cutting the retries models a link that stays down for the whole call (or a process that died):
-exactly one intent exists at Stripe and its answer never arrives.
+Why retries are cut rather than forwarded: the guard retries a create with the same idempotency
+key. A real provider would replay its first answer to that retry (and so recover the lost
+answer), while a stand-in may ignore the key (localstripe ignores Idempotency-Key and would
+create a second PaymentIntent). Cutting the retries models a link that stays down for the whole
+call (or a process that died): exactly one side effect exists at the provider and its answer
+never arrives.
 
-Each rule counts the requests it matched, forwarded to localstripe and dropped, from its
-installation on (after `release()` it keeps counting the requests it lets through).
+Each rule counts the requests it matched, forwarded upstream and dropped, from its installation
+on (after `release()` it keeps counting the requests it lets through).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class Rule:
     matched: int = 0
     """Matching requests that reached the proxy."""
     forwarded: int = 0
-    """Of those, the ones sent on to localstripe (whether or not their answer was dropped)."""
+    """Of those, the ones sent on upstream (whether or not their answer was dropped)."""
     dropped: int = 0
     """Of those, the ones whose connection was closed without an answer."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,7 +85,7 @@ class Rule:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by `release()`: the fault is over and matching requests go through unharmed."""
     first_sent: bool = False
-    """lose mode: the one request that reaches Stripe while the fault lasts has been sent."""
+    """lose mode: the one request that reaches the provider while the fault lasts has been sent."""
 
     def matches(self, method: str, path: str) -> bool:
         return method.upper() == self.method.upper() and path.startswith(self.path)
@@ -96,7 +98,7 @@ class Rule:
         await asyncio.wait_for(self.arrived.wait(), timeout=timeout)
 
 
-class StripeProxy:
+class FaultProxy:
     """A reverse proxy on 127.0.0.1 (ephemeral port) in front of `upstream` (module doc)."""
 
     def __init__(self, upstream: str) -> None:
@@ -108,7 +110,7 @@ class StripeProxy:
 
     @property
     def url(self) -> str:
-        """The base URL to give the service as `stripe_api_base`."""
+        """The base URL to give the service instead of the provider's (e.g. `stripe_api_base`)."""
         if not self._url:
             raise RuntimeError("the proxy is not started")
         return self._url
@@ -137,7 +139,7 @@ class StripeProxy:
             await self._session.close()
             self._session = None
 
-    async def __aenter__(self) -> StripeProxy:
+    async def __aenter__(self) -> FaultProxy:
         await self.start()
         return self
 
@@ -151,12 +153,12 @@ class StripeProxy:
 
     # -- scripting ----------------------------------------------------------------------------
     def hold(self, method: str, path: str) -> Rule:
-        """Hold matching requests before they reach Stripe until the rule is released."""
+        """Hold matching requests before they reach the provider until the rule is released."""
         return self._add(Rule(method, path, "hold"))
 
     def lose_answer(self, method: str, path: str) -> Rule:
-        """Let the first matching request reach Stripe but drop its answer; cut every later
-        one before it reaches Stripe; until the rule is released."""
+        """Let the first matching request reach the provider but drop its answer; cut every
+        later one before it reaches the provider; until the rule is released."""
         return self._add(Rule(method, path, "lose"))
 
     def release_all(self) -> None:
@@ -183,11 +185,11 @@ class StripeProxy:
             await rule.released.wait()
         elif not rule.released.is_set():
             if rule.first_sent:
-                # The link is down: this attempt never reaches Stripe.
+                # The link is down: this attempt never reaches the provider.
                 return self._cut(request, rule)
             rule.first_sent = True
             rule.forwarded += 1
-            await self._exchange(request, body)  # Stripe acts on it; the answer is read ...
+            await self._exchange(request, body)  # the provider acts on it; the answer is read ...
             return self._cut(request, rule)  # ... and lost on its way back
         rule.forwarded += 1
         return await self._stream(request, body)
@@ -196,7 +198,7 @@ class StripeProxy:
     async def _upstream_request(
         self, request: web.Request, body: bytes
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The same request (method, path, query, headers, body), sent to localstripe."""
+        """The same request (method, path, query, headers, body), sent upstream."""
         assert self._session is not None, "the proxy is not started"
         async with self._session.request(
             request.method,
@@ -210,12 +212,12 @@ class StripeProxy:
             yield upstream
 
     async def _exchange(self, request: web.Request, body: bytes) -> None:
-        """Forward the request and read Stripe's whole answer (then forget it)."""
+        """Forward the request and read the provider's whole answer (then forget it)."""
         async with self._upstream_request(request, body) as upstream:
             await upstream.read()
 
     async def _stream(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        """Forward the request and stream Stripe's answer back as it arrives."""
+        """Forward the request and stream the provider's answer back as it arrives."""
         async with self._upstream_request(request, body) as upstream:
             response = web.StreamResponse(
                 status=upstream.status,

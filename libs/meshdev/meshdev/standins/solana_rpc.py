@@ -18,6 +18,9 @@ Token-2022 programs, and injects the faults a public RPC endpoint produces:
 The methods the service uses are implemented with the shapes solana-py's parsers expect. Block
 height advances by 151 on every blockhash expiry, so a signed transaction's lastValidBlockHeight
 is passed exactly when LiteSVM stops accepting its blockhash.
+
+Like a real node it knows the SPL token account layout, not the nft service's code: it reads
+token accounts itself (`_token_amount`) rather than importing the service's decoders.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import asyncio
 import base64
 import collections
 import logging
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +48,20 @@ from solders.transaction_status import (
     TransactionErrorInsufficientFundsForRent,
 )
 
-from nft_service.chain.token import TOKEN_2022, decode_token_account
-
 logger = logging.getLogger(__name__)
 
 _WINDOW = 150
+
+TOKEN_2022 = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
+_TOKEN_ACCOUNT_LEN = 165  # SPL token account: mint 32, owner 32, amount u64, ..., state at 108
+
+
+def _token_amount(data: bytes) -> int:
+    """The amount of an initialized SPL / Token-2022 token account (its base layout)."""
+    if len(data) < _TOKEN_ACCOUNT_LEN or data[108] == 0:
+        raise ValueError("not an initialized token account")
+    amount: int = struct.unpack_from("<Q", data, 64)[0]
+    return amount
 
 
 def _name(value: object) -> str:
@@ -241,7 +254,7 @@ class LiteSvmRpcServer:
         for key, account in self.svm.get_program_accounts(TOKEN_2022):
             data = bytes(account.data)
             if len(data) >= 165 and data[:32] == mint and (len(data) == 165 or data[165] == 2):
-                amount = decode_token_account(data).amount
+                amount = _token_amount(data)
                 item = {
                     "address": str(key),
                     "amount": str(amount),

@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from meshdev.embedded import EmbeddedPostgres, EmbeddedRedis
 from meshkit.db import Database, quote_ident
-from meshkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from meshkit.migrations import KIT_MIGRATIONS, migrate
 
 __all__ = [

@@ -1,6 +1,6 @@
 """One replica for the multi-process guard tests and the rate-limit benchmark (tests only).
 
-`python -m meshkit.testing.guard_replica '<config json>'` runs as its own OS process with a JSON
+`python -m meshdev.testing.guard_replica '<config json>'` runs as its own OS process with a JSON
 config (Redis URL, stand-in URL, provider policy); it
 builds real `Guards` like a service does, prints `ready`, then runs commands read from stdin (one
 JSON object a line) and answers each with one JSON line:

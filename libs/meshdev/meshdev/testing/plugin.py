@@ -1,4 +1,4 @@
-"""pytest plugin (enabled in pyproject `addopts`): exposes the kit's fixtures to every test."""
+"""pytest plugin (enabled in pyproject `addopts`): exposes the dev kit's fixtures to every test."""
 
-from meshkit.testing.databases import *  # noqa: F403
-from meshkit.testing.servers import *  # noqa: F403
+from meshdev.testing.databases import *  # noqa: F403
+from meshdev.testing.servers import *  # noqa: F403

@@ -23,7 +23,7 @@ from meshkit.resilience._errors import (
     RateLimited,
     SharedStateUnavailable,
 )
-from meshkit.resilience._guard import Guard, Guards, connect_guard_redis
+from meshkit.resilience._guard import Guard, Guards, ProviderGuard, connect_guard_redis
 from meshkit.resilience._metrics import GuardMetrics
 from meshkit.resilience._policy import (
     DEFAULT_POLICIES,
@@ -56,6 +56,7 @@ __all__ = [
     "NoSlot",
     "ProviderDeadlineExceeded",
     "ProviderError",
+    "ProviderGuard",
     "ProviderPolicy",
     "ProviderThrottled",
     "ProviderUnavailable",

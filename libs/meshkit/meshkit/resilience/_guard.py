@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
@@ -74,6 +74,23 @@ from meshkit.resilience._shared import SharedState
 _log = logging.getLogger("meshkit.resilience")
 
 T = TypeVar("T")
+
+
+class ProviderGuard(Protocol):
+    """What an adapter needs of its provider's guard: the one call shape every provider call
+    goes through. `Guard` implements it; adapters take a `ProviderGuard` so they can be built
+    from `kit.guards["<provider>"]` without depending on how the guard is made."""
+
+    async def call(
+        self,
+        operation: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool = False,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        scope: str | None = None,
+    ) -> T: ...
 
 
 class _AttemptFailed(Exception):

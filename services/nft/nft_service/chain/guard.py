@@ -15,21 +15,11 @@ back into a retryable `ChainError`, so callers of the chain deal with one error 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
-
 from meshkit.errors import MeshError, ResourceExhausted
+from meshkit.resilience import ProviderGuard
 from nft_service.chain.base import ChainError, ErrorKind
 
-T = TypeVar("T")
-
-
-class Guard(Protocol):
-    """The kit guard's call shape (meshkit.resilience.Guard)."""
-
-    async def call(
-        self, operation: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool = ...
-    ) -> T: ...
+Guard = ProviderGuard  # the kit's one guard protocol
 
 
 def from_guard_error(exc: MeshError) -> ChainError:

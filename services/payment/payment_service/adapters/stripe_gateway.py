@@ -19,26 +19,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import stripe
 
 from meshkit.errors import Unavailable
+from meshkit.resilience import ProviderGuard
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 PROVIDER = "stripe"
-
-
-class Guard(Protocol):
-    """The kit's provider guard (meshkit.resilience), as this adapter uses it."""
-
-    async def call(
-        self, operation: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool
-    ) -> T: ...
 
 
 class StripeRejected(Exception):
@@ -151,7 +144,7 @@ class StripeGateway:
         *,
         secret_key: str,
         api_base: str,
-        guard: Guard,
+        guard: ProviderGuard,
         api_version: str | None = None,
         timeout_s: float = 20.0,
         payment_method_types: list[str] | None = None,

@@ -14,9 +14,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from meshdev.standins.provider import ProviderStandIn
+from meshdev.testing.databases import REDIS_TEST_DB
 from meshkit.resilience import Guards, GuardSettings, ProviderPolicy, connect_guard_redis
-from meshkit.testing.databases import REDIS_TEST_DB
-from meshkit.testing.standin import ProviderStandIn
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -56,7 +56,7 @@ async def make_guards(test_redis_url: str) -> AsyncIterator[GuardsFactory]:
 
 
 class Replicas:
-    """N `meshkit.testing.guard_replica` processes (sharing Redis and the stand-in)."""
+    """N `meshdev.testing.guard_replica` processes (sharing Redis and the stand-in)."""
 
     def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
         self.procs = procs
@@ -70,7 +70,7 @@ class Replicas:
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "meshkit.testing.guard_replica",
+                "meshdev.testing.guard_replica",
                 config,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,

@@ -11,7 +11,8 @@ import pybreaker
 import pytest
 from prometheus_client import CollectorRegistry
 
-from meshkit.embedded import free_port
+from meshdev.embedded import free_port
+from meshdev.standins.provider import ProviderStandIn, Reply
 from meshkit.resilience import (
     BreakerRejected,
     CircuitBreaker,
@@ -25,8 +26,7 @@ from meshkit.resilience import (
 )
 from meshkit.resilience._breaker import FAILURE, NEUTRAL, SUCCESS
 from meshkit.resilience._retry import classify
-from meshkit.testing.standin import ProviderStandIn, Reply
-from tests.resilience.conftest import GuardsFactory, Replicas, total
+from tests.kit.integration.resilience.conftest import GuardsFactory, Replicas, total
 
 BreakerFactory = Callable[..., CircuitBreaker]
 

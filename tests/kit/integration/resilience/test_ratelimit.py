@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from meshdev.standins.provider import ProviderStandIn, Reply
 from meshkit.resilience import ProviderPolicy, RateLimited
-from meshkit.testing.standin import ProviderStandIn, Reply
-from tests.resilience.conftest import GuardsFactory, Replicas, total
+from tests.kit.integration.resilience.conftest import GuardsFactory, Replicas, total
 
 
 async def _evalsha_calls(redis_client: aioredis.Redis) -> int:

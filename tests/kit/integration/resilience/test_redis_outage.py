@@ -12,10 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from meshkit.embedded import EmbeddedRedis, free_port
+from meshdev.embedded import EmbeddedRedis, free_port
+from meshdev.standins.provider import ProviderStandIn, max_in_window
 from meshkit.errors import MeshError
 from meshkit.resilience import Guard, Guards, GuardSettings, ProviderPolicy, connect_guard_redis
-from meshkit.testing.standin import ProviderStandIn, max_in_window
 
 
 @pytest.fixture

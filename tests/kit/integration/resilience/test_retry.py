@@ -9,6 +9,7 @@ import grpc
 import httpx
 import pytest
 
+from meshdev.standins.provider import ProviderStandIn, Reply
 from meshkit.context import ANONYMOUS, CallInfo, call_var
 from meshkit.resilience import (
     ProviderDeadlineExceeded,
@@ -16,8 +17,7 @@ from meshkit.resilience import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from meshkit.testing.standin import ProviderStandIn, Reply
-from tests.resilience.conftest import GuardsFactory
+from tests.kit.integration.resilience.conftest import GuardsFactory
 
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "breaker": False}
 

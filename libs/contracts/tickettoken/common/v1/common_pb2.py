@@ -22,28 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tickettoken/common/v1/common.proto\x12\x15tickettoken.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x05Money\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\"t\n\x0b\x43ontactInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\x16\n\x0ewallet_address\x18\x04 \x01(\t\x12\x0e\n\x06locale\x18\x05 \x01(\t\x12\x11\n\ttime_zone\x18\x06 \x01(\t\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x02\n\x0fProviderWebhook\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x44\n\x07headers\x18\x03 \x03(\x0b\x32\x33.tickettoken.common.v1.ProviderWebhook.HeadersEntry\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x13\n\x0bhttp_method\x18\x05 \x01(\t\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eremote_address\x18\x07 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x87\x01\n\rWebhookStatus\x12\x1e\n\x1aWEBHOOK_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18WEBHOOK_STATUS_PROCESSED\x10\x01\x12\x1c\n\x18WEBHOOK_STATUS_DUPLICATE\x10\x02\x12\x1a\n\x16WEBHOOK_STATUS_IGNORED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tickettoken/common/v1/common.proto\x12\x15tickettoken.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x05Money\x12#\n\x08\x63urrency\x18\x01 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{3}$\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\"\xc1\x02\n\x0b\x43ontactInfo\x12\x16\n\x04name\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1c\n\x05\x65mail\x18\x02 \x01(\tB\r\xbaH\nr\x05\x18\xfe\x01`\x01\xd8\x01\x01\x12-\n\x05phone\x18\x03 \x01(\tB\x1e\xbaH\x1br\x16\x32\x14^\\+[1-9][0-9]{6,14}$\xd8\x01\x01\x12?\n\x0ewallet_address\x18\x04 \x01(\tB\'\xbaH$r\x1f\x32\x1d^[1-9A-HJ-NP-Za-km-z]{32,44}$\xd8\x01\x01\x12?\n\x06locale\x18\x05 \x01(\tB/\xbaH,r\'\x18#2#^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$\xd8\x01\x01\x12K\n\ttime_zone\x18\x06 \x01(\tB8\xbaH5r0\x18@2,^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$\xd8\x01\x01\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf4\x02\n\x0fProviderWebhook\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10\x18 2\x0c^[a-z0-9_]*$\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12_\n\x07headers\x18\x03 \x03(\x0b\x32\x33.tickettoken.common.v1.ProviderWebhook.HeadersEntryB\x19\xbaH\x16\x9a\x01\x13\x10\x80\x01\"\x07r\x05\x10\x01\x18\x80\x02*\x05r\x03\x18\x80@\x12\x1b\n\x03url\x18\x04 \x01(\tB\x0e\xbaH\x0br\x06\x18\x80@\x88\x01\x01\xd8\x01\x01\x12&\n\x0bhttp_method\x18\x05 \x01(\tB\x11\xbaH\x0er\x0c\x18\x10\x32\x08^[A-Z]*$\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x0eremote_address\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xad\x02\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x10\n\x08producer\x18\x03 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x04 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eschema_version\x18\x07 \x01(\x05\x12\x32\n\x05trace\x18\x08 \x01(\x0b\x32#.tickettoken.common.v1.TraceContext\x12\x12\n\nrequest_id\x18\t \x01(\t\x12%\n\x07payload\x18\n \x01(\x0b\x32\x14.google.protobuf.Any*\x87\x01\n\rWebhookStatus\x12\x1e\n\x1aWEBHOOK_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18WEBHOOK_STATUS_PROCESSED\x10\x01\x12\x1c\n\x18WEBHOOK_STATUS_DUPLICATE\x10\x02\x12\x1a\n\x16WEBHOOK_STATUS_IGNORED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tickettoken.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MONEY'].fields_by_name['currency']._loaded_options = None
+  _globals['_MONEY'].fields_by_name['currency']._serialized_options = b'\272H\016r\0142\n^[A-Z]{3}$'
+  _globals['_CONTACTINFO'].fields_by_name['name']._loaded_options = None
+  _globals['_CONTACTINFO'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_CONTACTINFO'].fields_by_name['email']._loaded_options = None
+  _globals['_CONTACTINFO'].fields_by_name['email']._serialized_options = b'\272H\nr\005\030\376\001`\001\330\001\001'
+  _globals['_CONTACTINFO'].fields_by_name['phone']._loaded_options = None
+  _globals['_CONTACTINFO'].fields_by_name['phone']._serialized_options = b'\272H\033r\0262\024^\\+[1-9][0-9]{6,14}$\330\001\001'
+  _globals['_CONTACTINFO'].fields_by_name['wallet_address']._loaded_options = None
+  _globals['_CONTACTINFO'].fields_by_name['wallet_address']._serialized_options = b'\272H$r\0372\035^[1-9A-HJ-NP-Za-km-z]{32,44}$\330\001\001'
+  _globals['_CONTACTINFO'].fields_by_name['locale']._loaded_options = None
+  _globals['_CONTACTINFO'].fields_by_name['locale']._serialized_options = b'\272H,r\'\030#2#^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$\330\001\001'
+  _globals['_CONTACTINFO'].fields_by_name['time_zone']._loaded_options = None
+  _globals['_CONTACTINFO'].fields_by_name['time_zone']._serialized_options = b'\272H5r0\030@2,^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$\330\001\001'
   _globals['_PROVIDERWEBHOOK_HEADERSENTRY']._loaded_options = None
   _globals['_PROVIDERWEBHOOK_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_WEBHOOKSTATUS']._serialized_start=639
-  _globals['_WEBHOOKSTATUS']._serialized_end=774
-  _globals['_MONEY']._serialized_start=94
-  _globals['_MONEY']._serialized_end=141
-  _globals['_CONTACTINFO']._serialized_start=143
-  _globals['_CONTACTINFO']._serialized_end=259
-  _globals['_TIMERANGE']._serialized_start=261
-  _globals['_TIMERANGE']._serialized_end=356
-  _globals['_PROVIDERWEBHOOK']._serialized_start=359
-  _globals['_PROVIDERWEBHOOK']._serialized_end=636
-  _globals['_PROVIDERWEBHOOK_HEADERSENTRY']._serialized_start=590
-  _globals['_PROVIDERWEBHOOK_HEADERSENTRY']._serialized_end=636
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['provider']._loaded_options = None
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['provider']._serialized_options = b'\272H\022r\020\030 2\014^[a-z0-9_]*$'
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['headers']._loaded_options = None
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['headers']._serialized_options = b'\272H\026\232\001\023\020\200\001\"\007r\005\020\001\030\200\002*\005r\003\030\200@'
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['url']._loaded_options = None
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['url']._serialized_options = b'\272H\013r\006\030\200@\210\001\001\330\001\001'
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['http_method']._loaded_options = None
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['http_method']._serialized_options = b'\272H\016r\014\030\0202\010^[A-Z]*$'
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['remote_address']._loaded_options = None
+  _globals['_PROVIDERWEBHOOK'].fields_by_name['remote_address']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_WEBHOOKSTATUS']._serialized_start=1376
+  _globals['_WEBHOOKSTATUS']._serialized_end=1511
+  _globals['_MONEY']._serialized_start=150
+  _globals['_MONEY']._serialized_end=216
+  _globals['_CONTACTINFO']._serialized_start=219
+  _globals['_CONTACTINFO']._serialized_end=540
+  _globals['_TIMERANGE']._serialized_start=542
+  _globals['_TIMERANGE']._serialized_end=637
+  _globals['_PROVIDERWEBHOOK']._serialized_start=640
+  _globals['_PROVIDERWEBHOOK']._serialized_end=1012
+  _globals['_PROVIDERWEBHOOK_HEADERSENTRY']._serialized_start=966
+  _globals['_PROVIDERWEBHOOK_HEADERSENTRY']._serialized_end=1012
+  _globals['_TRACECONTEXT']._serialized_start=1014
+  _globals['_TRACECONTEXT']._serialized_end=1069
+  _globals['_EVENTENVELOPE']._serialized_start=1072
+  _globals['_EVENTENVELOPE']._serialized_end=1373
 # @@protoc_insertion_point(module_scope)

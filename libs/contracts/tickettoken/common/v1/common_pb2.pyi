@@ -4,6 +4,7 @@ isort:skip_file
 Types shared by every TicketToken Mesh service."""
 
 from collections import abc as _abc
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -180,7 +181,9 @@ class ProviderWebhook(_message.Message):
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
     REMOTE_ADDRESS_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
-    """Provider in lower case: "stripe", "square", "mailchimp", "quickbooks", "sendgrid", "twilio"."""
+    """Provider in lower case: "stripe", "square", "mailchimp", "quickbooks", "sendgrid", "twilio".
+    Each service's HandleProviderWebhookRequest says which providers it takes.
+    """
     payload: _builtins.bytes
     """The raw request body, byte for byte (signatures are computed over these exact bytes)."""
     url: _builtins.str
@@ -215,3 +218,101 @@ class ProviderWebhook(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderWebhook: _TypeAlias = ProviderWebhook  # noqa: Y015
+
+@_typing.final
+class TraceContext(_message.Message):
+    """W3C Trace Context (https://www.w3.org/TR/trace-context/) of the work that produced an event, so
+    consumers continue the same trace.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TRACESTATE_FIELD_NUMBER: _builtins.int
+    traceparent: _builtins.str
+    """The `traceparent` header value, e.g.
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"; empty when there was no trace.
+    """
+    tracestate: _builtins.str
+    """The `tracestate` header value (vendor-specific key=value list); empty when there was none."""
+    def __init__(
+        self,
+        *,
+        traceparent: _builtins.str = ...,
+        tracestate: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["traceparent", b"traceparent", "tracestate", b"tracestate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TraceContext: _TypeAlias = TraceContext  # noqa: Y015
+
+@_typing.final
+class EventEnvelope(_message.Message):
+    """The common envelope of every event a service publishes (through its outbox). The payload is an
+    event message of its own (e.g. tickettoken.payment.v1.PaymentSucceeded), never an RPC response.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    PRODUCER_FIELD_NUMBER: _builtins.int
+    AGGREGATE_TYPE_FIELD_NUMBER: _builtins.int
+    AGGREGATE_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    TRACE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """UUID of this event, fixed when the event is written to the outbox; consumers use it as their
+    idempotency key, so a redelivered event changes nothing twice.
+    """
+    event_type: _builtins.str
+    """Full proto name of the payload message, e.g. "tickettoken.payment.v1.PaymentSucceeded"."""
+    producer: _builtins.str
+    """Name of the service that published it, e.g. "payment"."""
+    aggregate_type: _builtins.str
+    """Kind of the entity the event is about, e.g. "payment", "ticket", "payout"."""
+    aggregate_id: _builtins.str
+    """Id of that entity, e.g. the payment id; events of one aggregate are delivered in order."""
+    schema_version: _builtins.int
+    """Major version of the payload schema: 1 for messages of the v1 packages."""
+    request_id: _builtins.str
+    """x-request-id of the RPC (or webhook) that caused the event; empty for background jobs."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the change the event reports happened (committed with the state change)."""
+
+    @_builtins.property
+    def trace(self) -> Global___TraceContext:
+        """Trace context of the work that produced the event."""
+
+    @_builtins.property
+    def payload(self) -> _any_pb2.Any:
+        """The event itself, packed; its type URL names event_type."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        producer: _builtins.str = ...,
+        aggregate_type: _builtins.str = ...,
+        aggregate_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        schema_version: _builtins.int = ...,
+        trace: Global___TraceContext | None = ...,
+        request_id: _builtins.str = ...,
+        payload: _any_pb2.Any | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "payload", b"payload", "trace", b"trace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "event_id", b"event_id", "event_type", b"event_type", "occurred_at", b"occurred_at", "payload", b"payload", "producer", b"producer", "request_id", b"request_id", "schema_version", b"schema_version", "trace", b"trace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventEnvelope: _TypeAlias = EventEnvelope  # noqa: Y015

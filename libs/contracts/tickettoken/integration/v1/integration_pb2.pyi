@@ -1168,7 +1168,7 @@ class ListConnectionsRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page (default 50, maximum 500)."""
+    """Maximum results per page (default 50, maximum 500; larger values are lowered to the maximum)."""
     page_token: _builtins.str
     """next_page_token from the previous page; empty for the first page."""
     venue_id: _builtins.str
@@ -1693,7 +1693,7 @@ class ListSyncLogsRequest(_message.Message):
     MIN_LEVEL_FIELD_NUMBER: _builtins.int
     LOGGED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page (default 100, maximum 1000)."""
+    """Maximum results per page (default 100, maximum 1000; larger values are lowered to the maximum)."""
     page_token: _builtins.str
     """next_page_token from the previous page; empty for the first page."""
     connection_id: _builtins.str
@@ -1764,7 +1764,7 @@ class ListDeadLettersRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     ENTITY_TYPE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page (default 50, maximum 500)."""
+    """Maximum results per page (default 50, maximum 500; larger values are lowered to the maximum)."""
     page_token: _builtins.str
     """next_page_token from the previous page; empty for the first page."""
     connection_id: _builtins.str

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from tickettoken.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -686,6 +687,7 @@ class MintTicketsRequest(_message.Message):
     BUYER_ID_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     TICKETS_FIELD_NUMBER: _builtins.int
+    BUYER_CONTACT_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Client-generated UUID (the payment outbox event id); the same key replays the stored job."""
     payment_id: _builtins.str
@@ -704,6 +706,12 @@ class MintTicketsRequest(_message.Message):
     def tickets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TicketToMint]:
         """The tickets (at least one, at most the configured batch limit)."""
 
+    @_builtins.property
+    def buyer_contact(self) -> _common_pb2.ContactInfo:
+        """The buyer's contact details, carried from the payment so that TicketMinted and MintFailed
+        can tell notify where to write (no service reads another's tables). Optional.
+        """
+
     def __init__(
         self,
         *,
@@ -715,10 +723,11 @@ class MintTicketsRequest(_message.Message):
         buyer_id: _builtins.str = ...,
         priority: Global___MintPriority.ValueType = ...,
         tickets: _abc.Iterable[Global___TicketToMint] | None = ...,
+        buyer_contact: _common_pb2.ContactInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "event_id", b"event_id", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "payment_id", b"payment_id", "priority", b"priority", "tickets", b"tickets", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "event_id", b"event_id", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "payment_id", b"payment_id", "priority", b"priority", "tickets", b"tickets", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -876,7 +885,7 @@ class ListTicketNftsRequest(_message.Message):
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page (default 50, maximum 500)."""
+    """Maximum results per page (default 50, maximum 500; larger values are lowered to the maximum)."""
     page_token: _builtins.str
     """next_page_token from the previous page; empty for the first page."""
     owner_wallet: _builtins.str

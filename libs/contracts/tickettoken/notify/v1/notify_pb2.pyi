@@ -798,7 +798,7 @@ class ListNotificationsRequest(_message.Message):
     DEDUP_KEY_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Maximum results per page (default 50, maximum 500)."""
+    """Maximum results per page (default 50, maximum 500; larger values are lowered to the maximum)."""
     page_token: _builtins.str
     """next_page_token from the previous page; empty for the first page."""
     user_id: _builtins.str

@@ -1,0 +1,119 @@
+"""Events leave a service as contract messages in an `EventEnvelope`, through its outbox.
+
+A use case changes its state and, in the same transaction, calls
+
+    await events.publish(conn, PaymentSucceeded(...), aggregate_type="payment",
+                         aggregate_id=str(payment.id), event_id=...)
+
+which wraps the event (a message of its own in the contracts, never an RPC response) in
+`tickettoken.common.v1.EventEnvelope` — event id, type, producer, aggregate, occurred_at, schema
+version, trace context, request id — and stages the envelope in the outbox. The relay hands it
+to consumers at least once; they deduplicate on the event id (their idempotency key).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import asyncpg
+from google.protobuf.message import Message
+
+from meshkit.context import current_request_id, current_traceparent
+from meshkit.outbox import OutboxEvent, publish
+from tickettoken.common.v1 import common_pb2
+
+__all__ = ["EventPublisher", "envelope_of", "schema_version_of", "unpack_event"]
+
+E = TypeVar("E", bound=Message)
+
+_VERSION = re.compile(r"\.v(\d+)\.")
+
+
+def schema_version_of(event: Message) -> int:
+    """The major version of the event's schema: its package's `vN` (1 for `tickettoken.x.v1`)."""
+    found = _VERSION.search(event.DESCRIPTOR.full_name)
+    return int(found.group(1)) if found else 1
+
+
+class EventPublisher:
+    """Stages a service's events in its outbox (build once per service; the kit does)."""
+
+    def __init__(self, producer: str) -> None:
+        self.producer = producer
+
+    def envelope(
+        self,
+        event: Message,
+        *,
+        aggregate_type: str,
+        aggregate_id: str,
+        event_id: uuid.UUID,
+        occurred_at: datetime | None = None,
+    ) -> common_pb2.EventEnvelope:
+        envelope = common_pb2.EventEnvelope(
+            event_id=str(event_id),
+            event_type=event.DESCRIPTOR.full_name,
+            producer=self.producer,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            schema_version=schema_version_of(event),
+            request_id=current_request_id() or "",
+        )
+        envelope.occurred_at.FromDatetime(occurred_at or datetime.now(UTC))
+        traceparent = current_traceparent()
+        if traceparent:
+            envelope.trace.traceparent = traceparent
+        envelope.payload.Pack(event)
+        return envelope
+
+    async def publish(
+        self,
+        conn: asyncpg.Connection,
+        event: Message,
+        *,
+        aggregate_type: str,
+        aggregate_id: str,
+        event_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> uuid.UUID:
+        """Stage `event` in the outbox inside the caller's open transaction; return its id.
+
+        Pass a deterministic `event_id` (derived from the aggregate and what happened) when the
+        same state change could be applied twice by racing paths: the outbox refuses a
+        second copy (the transaction fails) instead of announcing it twice."""
+        event_id = event_id or uuid.uuid4()
+        envelope = self.envelope(
+            event,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            event_id=event_id,
+            occurred_at=occurred_at,
+        )
+        headers = {"traceparent": envelope.trace.traceparent} if envelope.trace.traceparent else {}
+        return await publish(
+            conn,
+            envelope.event_type,
+            envelope,
+            key=aggregate_id,
+            headers=headers,
+            event_id=event_id,
+        )
+
+
+def envelope_of(event: OutboxEvent) -> common_pb2.EventEnvelope:
+    """The envelope an outbox event carries."""
+    return event.unpack(common_pb2.EventEnvelope)
+
+
+def unpack_event(envelope: common_pb2.EventEnvelope, event_cls: type[E]) -> E:
+    """The envelope's payload as `event_cls`, refusing an event of another type."""
+    event = event_cls()
+    if not envelope.payload.Unpack(event):
+        raise TypeError(
+            f"event {envelope.event_id} holds {envelope.event_type}, "
+            f"not {event_cls.DESCRIPTOR.full_name}"
+        )
+    return event
