@@ -60,12 +60,12 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local v = redis.call('HMGET', k, 'st', 'gen', 'until', 'pr', 'pexp')
 local st = tonumber(v[1]) or 0
 local gen = tonumber(v[2]) or 0
-if st == 0 then return {0, 1, 0, gen, 0} end
+if st == 0 then return {0, 1, 0, gen, 0, now} end
 local pr = tonumber(v[4]) or 0
 local pexp = tonumber(v[5]) or 0
 if st == 1 then
   local untl = tonumber(v[3]) or 0
-  if now < untl then return {1, 0, 0, gen, untl - now} end
+  if now < untl then return {1, 0, 0, gen, untl - now, now} end
   st = 2
   gen = gen + 1
   pr = 0
@@ -74,9 +74,9 @@ end
 if pr > 0 and now > pexp then pr = 0 end
 if pr < tonumber(ARGV[1]) then
   redis.call('HSET', k, 'pr', pr + 1, 'pexp', string.format('%d', now + tonumber(ARGV[2])))
-  return {2, 1, 1, gen, 0}
+  return {2, 1, 1, gen, 0, now}
 end
-return {2, 0, 0, gen, pexp - now}
+return {2, 0, 0, gen, pexp - now, now}
 """
 
 RECORD_LUA = """
@@ -104,12 +104,12 @@ local function open()
   redis.call('HSET', k, 'st', 1, 'gen', gen, 'until', string.format('%d', now + reset),
              'pr', 0, 'pok', 0, 'cf', 0)
   clear_window()
-  return {1, gen, reset}
+  return {1, gen, reset, now}
 end
 if tonumber(ARGV[1]) ~= gen then
   local left = 0
   if st == 1 and untl > now then left = untl - now end
-  return {st, gen, left}
+  return {st, gen, left, now}
 end
 if st == 2 then
   local pr = tonumber(v[4]) or 0
@@ -121,18 +121,18 @@ if st == 2 then
       gen = gen + 1
       redis.call('HSET', k, 'st', 0, 'gen', gen, 'pr', 0, 'pok', 0, 'cf', 0)
       clear_window()
-      return {0, gen, 0}
+      return {0, gen, 0, now}
     end
     redis.call('HSET', k, 'pr', pr, 'pok', pok)
   else
     redis.call('HSET', k, 'pr', pr)
   end
-  return {2, gen, 0}
+  return {2, gen, 0, now}
 end
 if st ~= 0 or outcome == 2 then
   local left = 0
   if st == 1 and untl > now then left = untl - now end
-  return {st, gen, left}
+  return {st, gen, left, now}
 end
 local width = tonumber(ARGV[7])
 local epoch = math.floor(now / width)
@@ -144,7 +144,7 @@ local cf = tonumber(v[6]) or 0
 if outcome == 1 then
   redis.call('HINCRBY', k, 's' .. i, 1)
   redis.call('HSET', k, 'cf', 0)
-  return {0, gen, 0}
+  return {0, gen, 0, now}
 end
 redis.call('HINCRBY', k, 'f' .. i, 1)
 cf = cf + 1
@@ -168,7 +168,7 @@ end
 if total >= tonumber(ARGV[6]) and fails * 1000 >= tonumber(ARGV[5]) * total then
   return open()
 end
-return {0, gen, 0}
+return {0, gen, 0, now}
 """
 
 
@@ -390,6 +390,10 @@ class CircuitBreaker:
         self._local = LocalBreakerState(policy)
         self._shared_mode = True
         self._open_until = 0.0
+        # Redis TIME (us) of the newest shared answer applied: concurrent calls' answers can be
+        # processed out of the order Redis executed them in, and an older answer must not set
+        # the mirror back (e.g. "closed" after the answer that opened the breaker).
+        self._applied_at_us = 0
         self._record_args = [
             policy.fail_max,
             _permille(policy),
@@ -412,6 +416,12 @@ class CircuitBreaker:
         """Whether `exc` says the provider is unhealthy (pybreaker's system-error test)."""
         return bool(self._pb.is_system_error(exc))
 
+    def _apply_shared(self, state: int, retry_after: float, executed_at_us: int) -> None:
+        if executed_at_us < self._applied_at_us:
+            return  # an answer older than one already applied
+        self._applied_at_us = executed_at_us
+        self._apply(state, retry_after)
+
     def _apply(self, state: int, retry_after: float) -> None:
         now = time.monotonic()
         name = STATE_NAMES[state]
@@ -428,18 +438,19 @@ class CircuitBreaker:
         if self._mirror.state == pybreaker.STATE_OPEN and now < self._open_until:
             raise BreakerRejected(self._open_until - now)
         try:
-            st, allowed, probe, gen, retry_us = await self._shared.run(
+            st, allowed, probe, gen, retry_us, at_us = await self._shared.run(
                 "cb_admit", [self._key], self._admit_args
             )
             self._shared_mode = True
             retry_after = retry_us / _MICRO
             ticket = Ticket(int(gen), bool(probe), True)
+            self._apply_shared(int(st), retry_after, int(at_us))
         except SharedStateDown:
             self._enter_local()
             st, allowed, probe, gen, retry_after = self._local.admit(time.monotonic())
             self._metrics.fallback.labels(self.provider, "breaker").inc()
             ticket = Ticket(gen, probe, False)
-        self._apply(int(st), retry_after)
+            self._apply(int(st), retry_after)
         if not allowed:
             raise BreakerRejected(retry_after)
         return ticket
@@ -448,12 +459,12 @@ class CircuitBreaker:
         """Record an awaited attempt's outcome: SUCCESS, FAILURE or NEUTRAL (not a signal)."""
         if ticket.shared:
             try:
-                st, _gen, retry_us = await self._shared.run(
+                st, _gen, retry_us, at_us = await self._shared.run(
                     "cb_record",
                     [self._key],
                     [ticket.gen, outcome, int(ticket.probe), *self._record_args],
                 )
-                self._apply(int(st), retry_us / _MICRO)
+                self._apply_shared(int(st), retry_us / _MICRO, int(at_us))
                 return
             except SharedStateDown:
                 self._enter_local()

@@ -214,3 +214,46 @@ async def test_breaker_opened_in_one_process_is_open_in_the_others_then_probes_c
         assert total(answers, "ok") == 20 and {a["state"] for a in answers} == {"closed"}
     finally:
         await replicas.stop()
+
+
+class _SlowAnswers(SharedState):
+    """Real Redis, but the answers to `cb_record` reach the breaker in reverse order (as they
+    can when concurrent calls' replies are processed in whatever order their tasks resume)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.record_delays = [0.3, 0.2, 0.1]
+
+    async def run(self, name: str, keys: list[str], args: list[object]) -> list[int]:
+        answer: list[int] = await super().run(name, keys, args)
+        if name == "cb_record" and self.record_delays:
+            await asyncio.sleep(self.record_delays.pop(0))
+        return answer
+
+
+async def test_an_older_answer_never_sets_the_mirror_back(test_redis_url: str) -> None:
+    redis = connect_guard_redis(test_redis_url, GuardSettings())
+    metrics = GuardMetrics(CollectorRegistry())
+    breaker = CircuitBreaker(
+        "reorder",
+        ProviderPolicy(fail_max=3, min_calls=100),
+        _SlowAnswers(redis, metrics, timeout_s=1.0),
+        metrics,
+        key_prefix=f"test-{free_port()}",
+        is_health_failure=lambda exc: classify(exc).health_failure,
+    )
+    try:
+        tickets = [await breaker.admit() for _ in range(3)]
+
+        async def fail(ticket: object, after: float) -> None:
+            await asyncio.sleep(after)  # Redis executes them in this order
+            await breaker.record(ticket, FAILURE)  # type: ignore[arg-type]
+
+        # The third failure opens the breaker in Redis, and its answer arrives first; the two
+        # older "still closed" answers arrive after it and must be ignored.
+        await asyncio.gather(*(fail(t, i * 0.01) for i, t in enumerate(tickets)))
+        assert breaker.state == "open"
+        with pytest.raises(BreakerRejected):
+            await breaker.admit()
+    finally:
+        await redis.aclose()
