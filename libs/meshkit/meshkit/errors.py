@@ -147,10 +147,37 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
 
 
+# The status travels in trailing metadata (grpc-message, grpc-status-details-bin), which clients
+# refuse above 8 KiB (soft, probabilistically) and 16 KiB (hard) by default: a client that cannot
+# read the error gets RESOURCE_EXHAUSTED instead of it. Bad input may be huge (a 60 kB map key
+# ends up in a field path), so every text is capped and at most MAX_VIOLATIONS are sent; the
+# total stays well under 8 KiB.
+MAX_MESSAGE_CHARS = 512
+MAX_VIOLATIONS = 10
+MAX_FIELD_CHARS = 128
+MAX_DESCRIPTION_CHARS = 160
+MAX_REASON_CHARS = 64
+MAX_METADATA_ENTRIES = 16
+MAX_METADATA_CHARS = 128
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with a marker when it was longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def to_status_proto(err: MeshError, domain: str) -> status_pb2.Status:
     """`google.rpc.Status` for an error: ErrorInfo always, BadRequest / RetryInfo as they apply."""
+    metadata = {
+        clip(k, MAX_METADATA_CHARS): clip(v, MAX_METADATA_CHARS)
+        for k, v in list(err.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
     details = [
-        _pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=domain, metadata=err.metadata))
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=clip(err.reason, MAX_REASON_CHARS), domain=domain, metadata=metadata
+            )
+        )
     ]
     if err.field_violations:
         details.append(
@@ -158,16 +185,20 @@ def to_status_proto(err: MeshError, domain: str) -> status_pb2.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description, reason=v.reason
+                            field=clip(v.field, MAX_FIELD_CHARS),
+                            description=clip(v.description, MAX_DESCRIPTION_CHARS),
+                            reason=clip(v.reason, MAX_REASON_CHARS),
                         )
-                        for v in err.field_violations
+                        for v in err.field_violations[:MAX_VIOLATIONS]
                     ]
                 )
             )
         )
     if err.retry_after is not None:
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=_duration(err.retry_after))))
-    return status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
+    return status_pb2.Status(
+        code=err.code.value[0], message=clip(err.message, MAX_MESSAGE_CHARS), details=details
+    )
 
 
 def to_grpc_status(err: MeshError, domain: str) -> grpc.Status:

@@ -20,6 +20,7 @@ such field cost nothing, and the walk only visits fields that are set.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,15 @@ class _Planner:
         return plan
 
 
+def key_subscript(key: object) -> str:
+    """`["key"]` / `[3]` for a map key in a field path; long or unprintable string keys are cut
+    and escaped so that the path stays short and readable."""
+    if not isinstance(key, str):
+        return f"[{str(key).lower() if isinstance(key, bool) else key}]"
+    text = key if len(key) <= 40 else key[:39] + "\u2026"
+    return "[" + json.dumps(text, ensure_ascii=True) + "]"
+
+
 def _string_problem(value: str, limits: Limits) -> tuple[str, str] | None:
     if "\x00" in value:
         return "string.no_nul", "must not contain NUL characters"
@@ -235,8 +245,7 @@ class _Guard:
                     yield FieldViolation(path, f"keys {problem[1]}", problem[0])
                     continue
             if step.kind is not None:
-                here = f'{path}["{key}"]' if isinstance(key, str) else f"{path}[{key}]"
-                yield from self._one(value[key], here, step.kind)
+                yield from self._one(value[key], path + key_subscript(key), step.kind)
 
 
 # -- protovalidate ----------------------------------------------------------------------------
@@ -248,14 +257,8 @@ def _path(violation: Any) -> str:
     for element in violation.proto.field.elements:
         text += ("." if text else "") + element.field_name
         subscript = element.subscript  # a Oneof(field=..., value=...) or None
-        if subscript is None:
-            continue
-        if subscript.field == "string_key":
-            text += f'["{subscript.value}"]'
-        elif subscript.field == "bool_key":
-            text += f"[{str(subscript.value).lower()}]"
-        else:
-            text += f"[{subscript.value}]"
+        if subscript is not None:
+            text += key_subscript(subscript.value)
     return text
 
 

@@ -7,6 +7,7 @@ RPCs and the property-based bad-input test; here: what no rule says.
 from __future__ import annotations
 
 import pytest
+from google.rpc import error_details_pb2
 
 from meshkit.errors import InvalidArgument
 from meshkit.validation import (
@@ -110,3 +111,23 @@ def test_undecodable_bytes_become_an_invalid_argument_not_an_exception() -> None
         [violation] = RequestValidator().violations(broken)
         assert violation.reason == "request.decode"
         assert "GetPaymentRequest" in violation.description
+
+
+def test_the_answer_to_huge_bad_input_stays_small_enough_for_trailers() -> None:
+    """Trailing metadata over 8 KiB is refused by clients, who would then see
+    RESOURCE_EXHAUSTED instead of the field violations."""
+    from meshkit.errors import MAX_VIOLATIONS, to_status_proto
+
+    request = notify_pb2.RenderTemplateRequest(
+        template_id="t", variables={"k" * 50_000 + str(i): "\x00" for i in range(30)}
+    )
+    with pytest.raises(InvalidArgument) as info:
+        RequestValidator().check(request)
+    assert len(info.value.field_violations) == 30
+    status = to_status_proto(info.value, "tickettoken.test")
+    assert len(status.SerializeToString()) < 6_000
+    bad = error_details_pb2.BadRequest()
+    status.details[1].Unpack(bad)
+    assert len(bad.field_violations) == MAX_VIOLATIONS
+    assert all(len(v.field) <= 128 for v in bad.field_violations)
+    assert bad.field_violations[0].field.startswith('variables["kkk')
