@@ -23,7 +23,6 @@ import protovalidate
 import pytest
 from buf.validate import validate_pb2
 from google.protobuf import message as pb_message
-from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import (
     Descriptor,
     EnumDescriptor,
@@ -31,6 +30,8 @@ from google.protobuf.descriptor import (
     FileDescriptor,
     ServiceDescriptor,
 )
+
+from tests.contracts.examples import valid_requests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -574,156 +575,9 @@ def test_enum_rules_are_defined_only() -> None:
         visit(request)
 
 
-def _timestamp(when: str) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromJsonString(when)
-    return stamp
-
-
-def _valid_requests() -> list[pb_message.Message]:
-    """Requests the services accept, shaped like the ones their tests, benches and docs send."""
-    from tickettoken.common.v1 import common_pb2 as c
-    from tickettoken.integration.v1 import integration_pb2 as i
-    from tickettoken.nft.v1 import nft_pb2 as n
-    from tickettoken.notify.v1 import notify_pb2 as no
-    from tickettoken.payment.v1 import payment_pb2 as p
-
-    key = "0b6a4f5e-9a7b-4c1d-8e2f-3a4b5c6d7e8f"
-    usd = c.Money(currency="USD", amount_minor=10_000)
-    line = p.LineItem(
-        ticket_type_id="ga", description="General Admission", unit_price=usd, quantity=1
-    )
-    ticket = n.TicketToMint(
-        ticket_id="pay-1a2b3c-t0",
-        event_name="The Band: Fall Tour",
-        venue_name="Grand Hall",
-        event_starts_at=_timestamp("2026-05-01T20:00:00Z"),
-        section="A",
-        row="12",
-        seat="7",
-        ticket_type="VIP",
-        image_url="https://img.example/band.png",
-        attributes={"Door": "North"},
-    )
-    wallet = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
-    return [
-        p.CalculateFeesRequest(venue_id="venue-nash", line_items=[line], currency="USD"),
-        p.CalculateFeesRequest(
-            venue_id="venue-nash",
-            line_items=[line],
-            currency="USD",
-            jurisdiction_override=p.TaxJurisdiction(country_code="US", region_code="CA"),
-            venue_tier_override=p.VENUE_TIER_PRO,
-        ),
-        p.CreatePaymentRequest(
-            idempotency_key=key,
-            order_id="order-1a2b3c",
-            venue_id="venue-nash",
-            event_id="event-1",
-            buyer_id="buyer-1",
-            line_items=[line],
-            currency="USD",
-            payment_method_id="pm_card_visa",
-            buyer_contact=c.ContactInfo(name="Ada", email="ada@example.com"),
-            event=p.EventDetails(event_name="The Band", venue_name="Ryman"),
-            expected_total=usd,
-            metadata={"campaign": "fall"},
-        ),
-        p.GetPaymentRequest(payment_id=key),
-        p.ListPaymentsRequest(),
-        p.ListPaymentsRequest(page_size=2, page_token="abc", statuses=[p.PAYMENT_STATUS_FAILED]),
-        p.RefundPaymentRequest(idempotency_key=key, payment_id=key),
-        p.RefundPaymentRequest(
-            idempotency_key=key,
-            payment_id=key,
-            amount=usd,
-            reason=p.REFUND_REASON_REQUESTED_BY_CUSTOMER,
-        ),
-        p.CancelPaymentRequest(idempotency_key=key, payment_id=key),
-        p.HandleProviderWebhookRequest(
-            webhook=c.ProviderWebhook(
-                provider="stripe", payload=b"{}", headers={"stripe-signature": "t=1,v1=00"}
-            )
-        ),
-        p.GetVenueBalanceRequest(venue_id="venue-nash", currency="USD"),
-        p.RequestPayoutRequest(
-            idempotency_key=key,
-            venue_id="venue-nash",
-            amount=usd,
-            instant=True,
-            statement_descriptor="TICKETTOKEN",
-        ),
-        p.ReconcilePaymentsRequest(idempotency_key=key),
-        p.ReconcilePaymentsRequest(idempotency_key=key, payment_ids=[key], dry_run=True),
-        n.MintTicketsRequest(
-            idempotency_key=key,
-            payment_id="pay-1a2b3c",
-            order_id="order-pay-1a2b3c",
-            event_id="event-1",
-            venue_id="venue-1",
-            buyer_id="buyer-1",
-            tickets=[ticket],
-            buyer_contact=c.ContactInfo(email="ada@example.com", phone="+16155550100"),
-        ),
-        n.GetMintJobRequest(job_id=key),
-        n.GetMintJobRequest(payment_id="pay-1a2b3c"),
-        n.GetTicketNftRequest(ticket_id="pay-1a2b3c-t0", verify_on_chain=True),
-        n.GetTicketNftRequest(mint_address=wallet),
-        n.ListTicketNftsRequest(owner_wallet=wallet, page_size=2, page_token="abc"),
-        n.ListTicketNftsRequest(payment_id="pay-1", statuses=[n.TICKET_NFT_STATUS_REVOKED]),
-        n.TransferTicketRequest(
-            idempotency_key=key,
-            ticket_id="pay-1a2b3c-t0",
-            to_wallet=wallet,
-            reason=n.TRANSFER_REASON_RESALE,
-            reference_id="resale-1",
-        ),
-        n.TransferTicketRequest(
-            idempotency_key=key,
-            ticket_id="pay-1a2b3c-t0",
-            to_user_id="buyer-2",
-            reason=n.TRANSFER_REASON_GIFT,
-        ),
-        n.RevokeTicketRequest(
-            idempotency_key=key,
-            ticket_id="pay-1a2b3c-t0",
-            reason=n.REVOKE_REASON_REFUND,
-            reference_id="refund-1",
-        ),
-        n.VerifyOwnershipRequest(ticket_id="pay-1a2b3c-t0", wallet=wallet),
-        n.GetMintingWalletRequest(),
-        no.RenderTemplateRequest(template_id="bench", variables={"a": "b"}),
-        no.SendNotificationRequest(
-            idempotency_key=key,
-            recipient=no.Recipient(email="ada@example.com", locale="en-US"),
-            channel=no.CHANNEL_EMAIL,
-            template_id="payment_receipt",
-            dedup_key="payment:pay_123:receipt",
-        ),
-        no.UpsertTemplateRequest(
-            idempotency_key=key,
-            template=no.Template(
-                id="payment_receipt",
-                channel=no.CHANNEL_EMAIL,
-                locale="en-US",
-                category=no.NOTIFICATION_CATEGORY_TRANSACTIONAL,
-                subject_template="Hi {{ name }}",
-            ),
-        ),
-        i.StartOAuthRequest(
-            idempotency_key=key,
-            venue_id="venue-nash",
-            provider=i.PROVIDER_SQUARE,
-            redirect_uri="https://admin.example/oauth/callback",
-        ),
-        i.ListSyncLogsRequest(page_size=1000, job_id=key),
-        i.ListProvidersRequest(),
-    ]
-
-
 def test_rules_accept_what_the_services_accept() -> None:
     """Well-formed requests like the ones the services' tests send raise no violation."""
-    for request in _valid_requests():
+    for request in valid_requests():
         assert violations(request) == set(), (request.DESCRIPTOR.full_name, request)
 
 
