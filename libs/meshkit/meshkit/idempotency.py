@@ -8,14 +8,22 @@ The rule (DESIGN.md, after Stripe): a key is unique per (scope = RPC method, pri
 * same key, same request (sha256 of its deterministic serialization), COMPLETED → stored bytes,
   handler not run; FAILED → the stored `google.rpc.Status` raised again (`ReplayedError`);
 * same key, different request → FAILED_PRECONDITION `IDEMPOTENCY_KEY_REUSED`;
-* STARTED with a live lock → ABORTED `IDEMPOTENCY_REQUEST_IN_PROGRESS` with RetryInfo;
-* STARTED whose lock expired (holder died) → taken over atomically by exactly one caller;
+* STARTED with a live lock → ABORTED `IDEMPOTENCY_REQUEST_IN_PROGRESS` with RetryInfo (retry
+  within a heartbeat: by then the holder has usually finished, or been found dead);
+* STARTED whose holder stopped heart-beating (it died) → taken over atomically by exactly one
+  caller;
 * a final error (the request cannot succeed as sent) is stored and replayed; anything else
   (retryable codes, bugs, cancellation) deletes our row so the client's retry runs again.
 
-While the handler runs, a heartbeat keeps `locked_at` fresh, so the lock timeout measures how long
-ago the holder was last seen alive, not how long the handler may take: a slow provider call is
-never run twice, and a crashed holder's key is free again `lock_timeout` seconds after the crash.
+While the handler runs, a heartbeat refreshes `locked_at` every `heartbeat_interval` seconds, so the
+lock timeout measures how long ago the holder was last seen alive, not how long the handler may
+take: a slow provider call is never run twice, and a crashed holder's key is free again at most
+`lock_timeout` seconds (5 by default) after its last heartbeat. The holder fences itself: when a
+heartbeat finds the key taken by another caller, or no heartbeat has succeeded for so long that
+the lock may have lapsed (the database unreachable, the event loop stalled), the handler is
+cancelled and the call answers ABORTED with RetryInfo, rather than run on beside a new holder.
+(Provider calls carry keys derived from ours, so work the old holder had already sent is
+answered, not repeated, when the new holder sends it again.)
 
 Rows expire after `ttl` (24 h by default; expired rows count as absent) and `purge_expired` —
 run periodically by the service — deletes them.
@@ -85,6 +93,7 @@ KEY_FIELD = "idempotency_key"
 MAX_KEY_LENGTH = 255
 REASON_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 REASON_IN_PROGRESS = "IDEMPOTENCY_REQUEST_IN_PROGRESS"
+REASON_LOCK_LOST = "IDEMPOTENCY_LOCK_LOST"
 MIN_RETRY_AFTER = 0.5
 
 # Codes that mean "this request, as sent, will never succeed": replaying them is the truthful
@@ -197,6 +206,15 @@ class _Ident:
         }
 
 
+class _Fence:
+    """Set when the heartbeat stops the handler because the lock is (or may be) gone."""
+
+    __slots__ = ("tripped",)
+
+    def __init__(self) -> None:
+        self.tripped = False
+
+
 def _rowcount(status: str) -> int:
     # asyncpg returns the command tag, e.g. "UPDATE 1" / "DELETE 0".
     return int(status.rsplit(" ", 1)[-1])
@@ -213,17 +231,22 @@ class IdempotencyStore:
         db: Database,
         *,
         domain: str,
-        lock_timeout: float = 90.0,
+        lock_timeout: float = 5.0,
         ttl: float = 86400.0,
+        heartbeat_interval: float | None = None,
     ) -> None:
         if lock_timeout <= 0 or ttl <= lock_timeout:
             raise ValueError("need 0 < lock_timeout < ttl")
+        # Several beats per lock period: one or two missed beats (a slow query, a busy loop)
+        # never make a live holder look dead.
+        beat = heartbeat_interval if heartbeat_interval is not None else min(1.0, lock_timeout / 5)
+        if not 0 < beat <= lock_timeout / 3:
+            raise ValueError("need 0 < heartbeat_interval <= lock_timeout / 3")
         self._db = db
         self.domain = domain
         self.lock_timeout = lock_timeout
         self.ttl = ttl
-        # Refresh the lock well before another caller could consider it expired.
-        self.heartbeat_interval = lock_timeout / 3
+        self.heartbeat_interval = beat
 
     async def run(
         self,
@@ -337,7 +360,10 @@ class IdempotencyStore:
         if state == "FAILED":
             logger.info("idempotent replay", extra=ident.log(idempotency_state=state))
             raise ReplayedError(status_pb2.Status.FromString(bytes(row["error_status"])))
-        retry_after = max(MIN_RETRY_AFTER, float(row["lock_left"] or 0.0))
+        # Retry within a heartbeat: a live holder has usually finished by then, and a dead one's
+        # lock runs out at most lock_timeout after its last beat.
+        lock_left = float(row["lock_left"] or 0.0)
+        retry_after = max(MIN_RETRY_AFTER, min(lock_left, self.heartbeat_interval))
         raise Aborted(
             "a request with this idempotency key is still in progress; retry later",
             reason=REASON_IN_PROGRESS,
@@ -350,26 +376,63 @@ class IdempotencyStore:
         ident: _Ident,
         token: uuid.UUID,
     ) -> Message:
-        beat = asyncio.create_task(self._heartbeat(ident, token))
+        holder = asyncio.current_task()
+        fence = _Fence()
+        beat = asyncio.create_task(self._heartbeat(ident, token, holder, fence))
         try:
             return await handler()
+        except asyncio.CancelledError:
+            if not fence.tripped or holder is None:
+                raise
+            # We cancelled ourselves (see `_heartbeat`): answer ABORTED, not CANCELLED.
+            holder.uncancel()
+            raise Aborted(
+                "this request lost its idempotency lock while it ran; retry it",
+                reason=REASON_LOCK_LOST,
+                retry_after=self.heartbeat_interval,
+            ) from None
         finally:
             # Not awaited: awaiting here could swallow a cancellation aimed at us.
             beat.cancel()
 
-    async def _heartbeat(self, ident: _Ident, token: uuid.UUID) -> None:
+    async def _heartbeat(
+        self,
+        ident: _Ident,
+        token: uuid.UUID,
+        holder: asyncio.Task[Any] | None,
+        fence: _Fence,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        last_seen = loop.time()  # the claim itself set locked_at
+        # Past this, another caller may already have found our lock expired.
+        unsafe_after = self.lock_timeout - self.heartbeat_interval
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            lost = False
             try:
-                status = await self._db.execute(_HEARTBEAT_SQL, *ident.args(), token)
+                status = await asyncio.wait_for(
+                    self._db.execute(_HEARTBEAT_SQL, *ident.args(), token),
+                    timeout=self.heartbeat_interval,
+                )
             except Exception:
                 # A missed beat only shortens the lock; the next one may succeed.
                 logger.warning(
                     "idempotency lock heartbeat failed", extra=ident.log(), exc_info=True
                 )
-                continue
-            if _rowcount(status) == 0:
-                logger.warning("idempotency lock lost while the handler runs", extra=ident.log())
+                lost = loop.time() - last_seen > unsafe_after
+            else:
+                if _rowcount(status) == 0:
+                    lost = True
+                else:
+                    last_seen = loop.time()
+            if lost:
+                logger.error(
+                    "idempotency lock lost while the handler runs; stopping the handler",
+                    extra=ident.log(),
+                )
+                fence.tripped = True
+                if holder is not None:
+                    holder.cancel()
                 return
 
     async def _complete(self, ident: _Ident, token: uuid.UUID, response: bytes) -> None:

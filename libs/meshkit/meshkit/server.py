@@ -295,7 +295,11 @@ class App:
         if s.migrate_on_start:
             await migrate(db, s.schema_name, [KIT_MIGRATIONS, self.definition.migrations])
         idempotency = IdempotencyStore(
-            db, domain=domain, lock_timeout=s.idempotency_lock_s, ttl=s.idempotency_ttl_s
+            db,
+            domain=domain,
+            lock_timeout=s.idempotency_lock_s,
+            ttl=s.idempotency_ttl_s,
+            heartbeat_interval=s.idempotency_heartbeat_s,
         )
         guard_settings = GuardSettings(
             expected_replicas=s.expected_replicas,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_ISSUER = "tickettoken-dev"
@@ -120,7 +120,14 @@ class KitSettings(BaseSettings):
         2.0, description="How often dependencies (Postgres, Redis) are checked for health."
     )
     idempotency_lock_s: float = Field(
-        90.0, description="How long a STARTED idempotency key blocks duplicates before recovery."
+        5.0,
+        description="Seconds without a heartbeat after which a running request's idempotency "
+        "key counts as abandoned (its holder died) and is taken over.",
+    )
+    idempotency_heartbeat_s: float = Field(
+        1.0,
+        description="How often a running idempotent request refreshes its key's lock (at most "
+        "a third of IDEMPOTENCY_LOCK_S).",
     )
     idempotency_ttl_s: float = Field(86400.0, description="How long idempotency keys are kept.")
     idempotency_purge_interval_s: float = Field(
@@ -173,6 +180,14 @@ class KitSettings(BaseSettings):
 
         load_policies(value)  # raises ValueError naming every problem
         return value
+
+    @model_validator(mode="after")
+    def _check_idempotency_timing(self) -> KitSettings:
+        if not 0 < self.idempotency_heartbeat_s <= self.idempotency_lock_s / 3:
+            raise ValueError(
+                "IDEMPOTENCY_HEARTBEAT_S must be positive and at most IDEMPOTENCY_LOCK_S / 3"
+            )
+        return self
 
     @field_validator("jwt_issuers", mode="before")
     @classmethod
