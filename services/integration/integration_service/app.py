@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from integration_service.api.servicer import IntegrationServicer
 from integration_service.policy import POLICY
-from integration_service.servicer import IntegrationServicer
 from integration_service.settings import IntegrationSettings
 from meshkit.migrations import MigrationSource
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration

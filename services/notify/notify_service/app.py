@@ -7,8 +7,8 @@ from pathlib import Path
 
 from meshkit.migrations import MigrationSource
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
+from notify_service.api.servicer import NotifyServicer
 from notify_service.policy import POLICY
-from notify_service.servicer import NotifyServicer
 from notify_service.settings import NotifySettings
 from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc
 

@@ -1,0 +1,1 @@
+"""The integration service's gRPC surface: the servicer (proto ⇄ domain)."""

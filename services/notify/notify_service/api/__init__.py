@@ -1,0 +1,1 @@
+"""The notify service's gRPC surface: the servicer (proto ⇄ domain)."""
