@@ -38,7 +38,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServerError", "free_port"]
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedServerError",
+    "LocalStripe",
+    "StripeStandIn",
+    "free_port",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -451,18 +458,58 @@ class EmbeddedRedis(_ServerProcess):
             return False
 
 
-class LocalStripe(_ServerProcess):
-    """`localstripe` (PyPI; a third-party stateful Stripe server) for dev mode and tests.
+class StripeStandIn(_ServerProcess):
+    """A `meshdev.standins.stripe` server as a child process: the idempotency proxy in front of
+    the Stripe server at `upstream`, or (no upstream) the fast in-memory Stripe stand-in.
 
-    The payment service talks to it through the official `stripe` SDK exactly as it would to
-    api.stripe.com; production settings refuse any non-Stripe API base.
+    Both answer with Stripe's idempotency semantics (`Idempotency-Key` replay, 400 on other
+    parameters, 409 while in flight, 24 h expiry); see that module for what each serves.
+    """
+
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, base_dir: Path, port: int = 0, *, upstream: str | None = None) -> None:
+        self.name = "stripe-proxy" if upstream is not None else "stripe-fast"
+        super().__init__(base_dir, port)
+        self.upstream = upstream
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        mode = ["proxy", "--upstream", self.upstream] if self.upstream is not None else ["fast"]
+        return [sys.executable, "-m", "meshdev.standins.stripe", *mode, "--port", str(self.port)]
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        # The child imports meshdev like its parent does (an editable install or PYTHONPATH).
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
+
+    def _ready(self) -> bool:
+        # The stand-in's own path: answered by the process itself, never forwarded upstream.
+        return _http_ok(self.port, "/_standin/stats")
+
+
+class LocalStripe(_ServerProcess):
+    """`localstripe` (PyPI; a third-party stateful Stripe server) behind a `StripeStandIn`
+    idempotency proxy, for dev mode and tests.
+
+    localstripe ignores `Idempotency-Key` (a repeated key creates a second PaymentIntent), so
+    `url` is the proxy's, which gives it Stripe's idempotency semantics; everything else passes
+    through unchanged. `port` is the proxy's (the address clients use); localstripe itself runs
+    on a free port at `raw_url`, for tests that count the objects it holds. The payment service
+    talks to `url` through the official `stripe` SDK exactly as it would to api.stripe.com;
+    production settings refuse any non-Stripe API base.
     """
 
     name = "localstripe"
     stop_signal = signal.SIGTERM
 
     def __init__(self, base_dir: Path, port: int = 0) -> None:
-        super().__init__(base_dir, port)
+        super().__init__(base_dir, 0)
         found = Path(sys.executable).parent / "localstripe"
         if not found.exists():
             which = shutil.which("localstripe")
@@ -470,21 +517,56 @@ class LocalStripe(_ServerProcess):
                 raise EmbeddedServerError("localstripe is not installed (requirements/dev.txt)")
             found = Path(which)
         self.executable = found
+        self.proxy = StripeStandIn(self.base_dir, port, upstream=self.raw_url)
 
     @property
     def url(self) -> str:
+        """The proxy's URL: what clients use."""
+        return self.proxy.url
+
+    @property
+    def raw_url(self) -> str:
+        """localstripe's own URL, without Stripe's idempotency semantics."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proxy_pid(self) -> int | None:
+        return self.proxy.pid
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start localstripe, then the proxy in front of it (both idempotent); return `url`."""
+        super().start(timeout)
+        self.proxy.upstream = self.raw_url
+        try:
+            self.proxy.start(timeout)
+        except BaseException:
+            super().stop()
+            raise
+        return self.url
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the proxy, then localstripe."""
+        try:
+            self.proxy.stop(timeout)
+        finally:
+            super().stop(timeout)
 
     def _command(self) -> list[str]:
         return [str(self.executable), "--port", str(self.port), "--from-scratch"]
 
     def _ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"GET /v1/balance HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                return sock.recv(16).startswith(b"HTTP/")
-        except OSError:
-            return False
+        return _http_ok(self.port, "/v1/balance", any_status=True)
+
+
+def _http_ok(port: int, path: str, *, any_status: bool = False) -> bool:
+    """An HTTP/1.0 GET of `path` on 127.0.0.1:`port` answers (with 200 unless `any_status`)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+            head = sock.recv(16)
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/") and (any_status or head[9:12] == b"200")
 
 
 def _ensure_system_user(name: str) -> None:

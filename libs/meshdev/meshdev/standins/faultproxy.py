@@ -60,10 +60,12 @@ _NOT_FORWARDED = frozenset(
         "content-length",
     }
 )
-_OWN_DEFAULTS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+# Headers aiohttp's client would add on its own: a proxy forwards the caller's, not these.
+CLIENT_DEFAULT_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
-def _end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def end_to_end_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The headers a proxy passes on (hop-by-hop ones, which describe one connection, dropped)."""
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _NOT_FORWARDED)
 
 
@@ -203,11 +205,11 @@ class FaultProxy:
         async with self._session.request(
             request.method,
             URL(self.upstream + request.raw_path, encoded=True),
-            headers=_end_to_end(request.headers),
+            headers=end_to_end_headers(request.headers),
             data=body,
             allow_redirects=False,
             # Send exactly the client's headers: none of aiohttp's defaults added.
-            skip_auto_headers=_OWN_DEFAULTS,
+            skip_auto_headers=CLIENT_DEFAULT_HEADERS,
         ) as upstream:
             yield upstream
 
@@ -222,7 +224,7 @@ class FaultProxy:
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
-                headers=_end_to_end(upstream.headers),
+                headers=end_to_end_headers(upstream.headers),
             )
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
