@@ -40,10 +40,10 @@ from meshdev.testing.servers import TestTokens
 from meshkit.auth import ensure_dev_keys
 from meshkit.server import App
 from meshkit.settings import load_settings
-from payment_service import store
 from payment_service.app import DEFINITION
 from payment_service.domain.fees import Jurisdiction
 from payment_service.settings import PaymentSettings
+from payment_service.store import venues
 from tickettoken.common.v1 import common_pb2
 from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
 
@@ -76,7 +76,7 @@ async def serve(port: int, log_file: Path) -> None:
     await app.start()
     assert app.kit is not None
     async with app.kit.db.acquire() as conn:
-        await store.upsert_venue(conn, VENUE, Jurisdiction("US", "TN", "Nashville"))
+        await venues.upsert(conn, VENUE, Jurisdiction("US", "TN", "Nashville"))
     await stop.wait()
     await app.stop()
 

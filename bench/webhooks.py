@@ -38,10 +38,12 @@ from meshkit.auth import ensure_dev_keys
 from meshkit.db import Database
 from meshkit.server import App
 from meshkit.settings import load_settings
-from payment_service import store
 from payment_service.app import DEFINITION
+from payment_service.domain.fees import Jurisdiction, Pricing, VenueTier
+from payment_service.domain.model import Contact, EventDetails, LineItem, NewPayment
+from payment_service.domain.states import PaymentStatus
 from payment_service.settings import PaymentSettings
-from tickettoken.payment.v1 import payment_pb2
+from payment_service.store import ledger, payments
 
 PAYMENTS = 3000
 WARMUP = 200
@@ -72,35 +74,33 @@ async def serve(http_port: int, log_file: Path) -> None:
 async def seed(database_url: str) -> list[tuple[uuid.UUID, str]]:
     """PAYMENTS payments in REQUIRES_ACTION, as CreatePayment leaves a 3-D Secure payment."""
     db = await Database.connect(database_url, schema="payment", max_size=2)
-    details = payment_pb2.Payment(
-        line_items=[payment_pb2.LineItem(ticket_type_id="ga", quantity=1, ticket_ids=["t"])]
-    ).SerializeToString()
+    quote = Pricing(gas_fee_per_ticket=50).quote(
+        "USD", 10_000, 1, VenueTier.STARTER, Jurisdiction("US", "TN", "Nashville")
+    )
     rows = []
     try:
         async with db.transaction() as conn:
             for i in range(PAYMENTS):
                 payment_id = uuid.uuid4()
                 intent_id = f"pi_bench_{i:06d}"
-                await store.insert_payment(
+                await payments.insert(
                     conn,
-                    {
-                        "id": payment_id,
-                        "order_id": f"order-{i}",
-                        "venue_id": "venue-bench",
-                        "event_id": "event-bench",
-                        "buyer_id": "bench-buyer",
-                        "currency": "USD",
-                        "status": "REQUIRES_ACTION",
-                        "subtotal": 10_000,
-                        "platform_fee": 820,
-                        "gas_fee": 50,
-                        "tax_total": 925,
-                        "total": 11_795,
-                        "payment_method_id": "pm_card_visa",
-                        "provider_payment_id": intent_id,
-                        "details": details,
-                        "created_by": "bench-buyer",
-                    },
+                    NewPayment(
+                        id=payment_id,
+                        order_id=f"order-{i}",
+                        venue_id="venue-bench",
+                        event_id="event-bench",
+                        buyer_id="bench-buyer",
+                        currency="USD",
+                        quote=quote,
+                        payment_method_id="pm_card_visa",
+                        line_items=(LineItem("ga", 1, 10_000, ticket_ids=(f"t-{i}",)),),
+                        buyer_contact=Contact(name="Bench", email="bench@example.com"),
+                        event=EventDetails(event_name="Bench"),
+                        created_by="bench-buyer",
+                        status=PaymentStatus.REQUIRES_ACTION,
+                        provider_payment_id=intent_id,
+                    ),
                 )
                 rows.append((payment_id, intent_id))
     finally:
@@ -177,7 +177,7 @@ async def verify(database_url: str) -> None:
             )
             postings = await conn.fetchval("SELECT count(*) FROM journal_transactions")
             events = await conn.fetchval("SELECT count(*) FROM outbox")
-            problems = await store.check_ledger(conn)
+            problems = await ledger.check(conn)
     finally:
         await db.close()
     if (succeeded, postings, events) != (PAYMENTS, PAYMENTS, PAYMENTS) or problems:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
-from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from meshkit.settings import KitSettings
+from meshkit.settings import KitSettings, is_local_url
 
 STRIPE_API_BASE = "https://api.stripe.com"
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})  # noqa: S104
 
 
 class PaymentSettings(KitSettings):
@@ -115,18 +113,15 @@ class PaymentSettings(KitSettings):
     def _upper(cls, value: list[str]) -> list[str]:
         return [c.upper() for c in value]
 
-    @property
-    def stripe_base_is_local(self) -> bool:
-        host = urlparse(self.stripe_api_base).hostname or ""
-        return host in _LOCAL_HOSTS or host.endswith(".local") or host.endswith(".internal")
-
     def production_problems(self) -> list[str]:
         problems = super().production_problems()
         if not self.stripe_secret_key.get_secret_value().startswith("sk_live_"):
             problems.append("STRIPE_SECRET_KEY is not a live key (sk_live_...)")
         if not self.stripe_webhook_secret.get_secret_value().startswith("whsec_"):
             problems.append("STRIPE_WEBHOOK_SECRET is not a webhook signing secret (whsec_...)")
-        if self.stripe_api_base.rstrip("/") != STRIPE_API_BASE or self.stripe_base_is_local:
+        if self.stripe_api_base.rstrip("/") != STRIPE_API_BASE or is_local_url(
+            self.stripe_api_base
+        ):
             problems.append(f"STRIPE_API_BASE is not {STRIPE_API_BASE} (a local stand-in?)")
         if self.stripe_dev_register_webhook:
             problems.append("STRIPE_DEV_REGISTER_WEBHOOK is set (localstripe only)")

@@ -16,14 +16,14 @@ import os
 import sys
 
 from meshkit.db import cli_database
-from payment_service import store
 from payment_service.domain.fees import Jurisdiction, tax_rates
+from payment_service.store import venues
 
 
 async def _main(args: argparse.Namespace) -> int:
     async with cli_database(os.environ.get("DB_SCHEMA", "payment")) as db, db.acquire() as conn:
         if args.command == "upsert":
-            await store.upsert_venue(
+            await venues.upsert(
                 conn,
                 args.venue_id,
                 Jurisdiction(
@@ -34,7 +34,7 @@ async def _main(args: argparse.Namespace) -> int:
                     entertainment_tax_applies=args.entertainment_tax,
                 ),
             )
-        venue = await store.get_venue(conn, args.venue_id)
+        venue = await venues.get(conn, args.venue_id)
     if venue is None:
         sys.stderr.write(f"venue {args.venue_id} is not configured\n")
         return 1

@@ -9,16 +9,17 @@ crash) asks Stripe for the same object instead of a second one. The SDK's own re
 A card decline is a payment outcome, not a transport failure: it is caught *inside* the guarded
 function and returned as a value, so the guard neither retries it nor counts it against the
 breaker. Other 4xx answers are raised to the guard (which does not retry them or count them as
-health failures) and come out of this module as `StripeRejected`.
+health failures) and come out of this module as `StripeRejected`. Results are the domain's plain
+values (`domain.provider`), read from API answers and webhook objects alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -26,6 +27,7 @@ import stripe
 
 from meshkit.errors import Unavailable
 from meshkit.resilience import ProviderGuard
+from payment_service.domain.provider import IntentResult, PayoutResult, RefundResult
 
 logger = logging.getLogger(__name__)
 
@@ -49,38 +51,12 @@ class StripeRejected(Exception):
 
 
 class WebhookRejected(Exception):
-    """A webhook failed signature or timestamp verification."""
+    """A webhook failed signature or timestamp verification (`in_body`: its body is not a
+    Stripe event, although signed)."""
 
-
-@dataclass(frozen=True, slots=True)
-class IntentResult:
-    """What we keep from a PaymentIntent (or from a decline that stopped its confirmation)."""
-
-    intent_id: str
-    status: str
-    charge_id: str = ""
-    client_secret: str = ""
-    next_action_url: str = ""
-    failure_code: str = ""
-    decline_code: str = ""
-    failure_message: str = ""
-    declined: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RefundResult:
-    refund_id: str
-    status: str
-    failure_reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PayoutResult:
-    payout_id: str
-    status: str
-    arrival_date: int | None = None
-    failure_code: str = ""
-    failure_message: str = ""
+    def __init__(self, message: str, *, in_body: bool = False) -> None:
+        super().__init__(message)
+        self.in_body = in_body
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -239,7 +215,7 @@ class StripeGateway:
             # Stripe names the PaymentIntent in the decline; some servers only name the charge.
             charge = await self.retrieve_charge(result.charge_id)
             intent_id = _id_of(_get(charge, "payment_intent"))
-            result = IntentResult(**{**_fields(result), "intent_id": intent_id})
+            result = dataclasses.replace(result, intent_id=intent_id)
         return result
 
     @staticmethod
@@ -372,9 +348,9 @@ class StripeGateway:
         try:
             event = json.loads(text)
         except json.JSONDecodeError:
-            raise WebhookRejected("body is not JSON") from None
+            raise WebhookRejected("body is not JSON", in_body=True) from None
         if not isinstance(event, dict) or not event.get("id") or not event.get("type"):
-            raise WebhookRejected("body is not a Stripe event")
+            raise WebhookRejected("body is not a Stripe event", in_body=True)
         return event
 
     async def register_local_webhook(
@@ -405,10 +381,6 @@ def payout_result(payout: Any) -> PayoutResult:
         failure_code=str(_get(payout, "failure_code", "") or ""),
         failure_message=str(_get(payout, "failure_message", "") or ""),
     )
-
-
-def _fields(result: IntentResult) -> dict[str, Any]:
-    return {name: getattr(result, name) for name in IntentResult.__dataclass_fields__}
 
 
 def _signature_timestamp(header: str) -> int | None:

@@ -1,4 +1,6 @@
-"""Pure payment logic: money arithmetic, fees and taxes, the state machine and ledger postings.
+"""Pure payment logic: entities, money, fees and taxes, the state machines, ledger postings, the
+settlement decisions and the service's typed errors.
 
-Nothing here imports grpc, the database or Stripe, so every rule is unit-testable on its own.
+Nothing here imports grpc, protobuf, asyncpg, Stripe, aiohttp or the kit (a unit test parses
+every module to keep it so), so every rule is unit-testable on its own.
 """

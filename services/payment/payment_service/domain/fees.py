@@ -183,3 +183,29 @@ def quote(
         gas_fee=gas_fee_per_ticket * ticket_count,
         tax=quote_taxes(subtotal, jurisdiction, rates),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """This deployment's pricing settings, applied to every quote."""
+
+    gas_fee_per_ticket: int
+    entertainment_tax_bps: int = DEFAULT_ENTERTAINMENT_TAX_BPS
+
+    def quote(
+        self,
+        currency: str,
+        subtotal: int,
+        ticket_count: int,
+        tier: VenueTier,
+        jurisdiction: Jurisdiction,
+    ) -> FeeQuote:
+        return quote(
+            currency=currency,
+            subtotal=subtotal,
+            ticket_count=ticket_count,
+            tier=tier,
+            jurisdiction=jurisdiction,
+            gas_fee_per_ticket=self.gas_fee_per_ticket,
+            entertainment_tax_bps=self.entertainment_tax_bps,
+        )

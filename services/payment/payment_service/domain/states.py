@@ -2,7 +2,7 @@
 onto ours.
 
 The database enforces the same table: every status change is a conditional UPDATE whose WHERE
-clause admits only the `allowed_from(target)` states (see store.transition), so two writers
+clause admits only the `allowed_from(target)` states (see store.payments.transition), so two writers
 racing (an RPC and a webhook, or two webhooks out of order) can never move a payment backwards.
 """
 
@@ -49,12 +49,11 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 
 
 # Closed states Stripe can still capture money for ("late capture"): a create whose answer came
-# after the payment was closed (reconciliation gave up on it, or a cancel recorded before this
-# rule existed), or a webhook announcing such a capture. Deliberately NOT in TRANSITIONS: no
-# ordinary writer may revive a closed payment. Only core.Core's late-capture path moves these
-# to SUCCEEDED (passing this set to store.transition explicitly), and in the same transaction
-# posts the charge and holds the whole amount for an automatic refund, so the payment ends
-# REFUNDED and the money goes back to the buyer.
+# after the payment was closed (e.g. reconciliation gave up on it), or a webhook announcing such
+# a capture. Deliberately NOT in TRANSITIONS: no ordinary writer may revive a closed payment.
+# Only the late-capture decision (settlement.decide_intent) moves these to SUCCEEDED, and the
+# same transaction posts the charge and holds the whole amount for an automatic refund, so the
+# payment ends REFUNDED and the money goes back to the buyer.
 LATE_CAPTURE_FROM = frozenset({S.CANCELLED, S.FAILED})
 
 

@@ -1,0 +1,1 @@
+"""The payment service's public HTTP port: provider webhooks."""

@@ -1,0 +1,1 @@
+"""Payment integration tests: real Postgres, Redis and localstripe, the service in-process."""

@@ -1,0 +1,1 @@
+"""Payment unit tests: pure domain rules and mappings, no I/O."""
