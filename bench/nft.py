@@ -41,14 +41,14 @@ from solders.transaction_metadata import TransactionMetadata
 from meshdev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from meshdev.testing.servers import TestTokens
 from meshkit.auth import ensure_dev_keys
-from nft_service.chain.token import (
+from nft_service.adapters.chain.token import (
     SIGNATURE_FEE,
     TOKEN_ACCOUNT_SPACE,
-    TicketMetadata,
+    mint_account_len,
     mint_instructions,
     sign,
 )
-from nft_service.domain.metadata import metadata_uri, onchain_metadata
+from nft_service.domain.metadata import TicketMetadata, metadata_uri, onchain_metadata
 from nft_service.domain.model import TicketSpec
 from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
 
@@ -102,7 +102,7 @@ def raw_loop(count: int, base_url: str) -> float:
             seed=uuid.uuid4().hex,
             holder=Keypair().pubkey(),
             metadata=metadata,
-            mint_lamports=svm.minimum_balance_for_rent_exemption(metadata.mint_account_len()),
+            mint_lamports=svm.minimum_balance_for_rent_exemption(mint_account_len(metadata)),
         )
         result = svm.send_transaction(sign(ixs, payer, blockhash))
         assert isinstance(result, TransactionMetadata), result
@@ -218,11 +218,11 @@ def main() -> None:
     lamports = sum(r[2] for r in runs) // max(1, minted)
     svm = LiteSVM()
     typical = onchain_metadata(spec(0), symbol="TIX", uri=metadata_uri(base_url, "0" * 64))
-    mint_rent = svm.minimum_balance_for_rent_exemption(typical.mint_account_len())
+    mint_rent = svm.minimum_balance_for_rent_exemption(mint_account_len(typical))
     ata_rent = svm.minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_SPACE)
     print(
         f"cost per ticket: {lamports} lamports = mint account rent {mint_rent} "
-        f"({typical.mint_account_len()} bytes, metadata + 7 ticket fields on the mint) + token "
+        f"({mint_account_len(typical)} bytes, metadata + 7 ticket fields on the mint) + token "
         f"account rent {ata_rent} + 5000 fee; {lamports / METAPLEX_LAMPORTS:.0%} of a Metaplex "
         f"master-edition NFT (~{METAPLEX_LAMPORTS} lamports)"
     )
@@ -231,7 +231,7 @@ def main() -> None:
     # fixed by the Token-2022 layout (mint + MetadataPointer + PermanentDelegate + TokenMetadata)
     # and the holder's token account.
     def cost(metadata: TicketMetadata) -> int:
-        rent = svm.minimum_balance_for_rent_exemption(metadata.mint_account_len())
+        rent = svm.minimum_balance_for_rent_exemption(mint_account_len(metadata))
         return rent + ata_rent + SIGNATURE_FEE
 
     empty = cost(TicketMetadata(name="", symbol="", uri="", fields=()))

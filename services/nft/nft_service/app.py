@@ -1,86 +1,135 @@
-"""Wiring of the nft service: what the kit builds at start and serves.
+"""Wiring of the nft service: build everything once from the kit's shared resources, hand it in.
 
-Built once, in this order: keys (start-up fails on a missing or malformed payer key in
-production), the chain (LiteSVM or RPC, per settings), `NftCore`, the metadata HTTP route, the
-mint workers, the wallet gauge job, and a closer that releases the chain after the workers stop.
+  keys (start-up fails on a missing or malformed payer key in production) → the chain (LiteSVM
+  or RPC, per settings) → the shared steps (tickets on chain, events) → the use cases → the
+  servicer, the metadata route, the minters and the wallet check.
+
+Lifecycle (the kit's hooks): at start, once the ports are bound, the chain starts (and reads the
+rent) and, outside production, the payer is airdropped; at stop, after the minters finished
+their round, the chain is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
-from meshkit.jobs import PeriodicJob
 from meshkit.migrations import MigrationSource
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
-from nft_service.chain import build_chain
-from nft_service.core import NftCore, NftMetrics
-from nft_service.http import ROUTE, MetadataRoute
-from nft_service.keys import Derivation, load_derivation_secret, load_payer
-from nft_service.minter import Minter
+from nft_service.adapters.chain import build_chain
+from nft_service.adapters.keys import Derivation, load_derivation_secret, load_payer
+from nft_service.api.errors import to_mesh_error
+from nft_service.api.servicer import NftServicer
+from nft_service.domain.model import RevocationMethod
+from nft_service.domain.retry import RetryPolicy
+from nft_service.http.metadata import ROUTE, MetadataRoute
+from nft_service.jobs import wallet_check
+from nft_service.jobs.minter import Minter, MinterDeps, MinterSettings
 from nft_service.policy import POLICY
-from nft_service.servicer import NftServicer
 from nft_service.settings import NftSettings
+from nft_service.usecases.custody import Custody
+from nft_service.usecases.events import TicketEvents
+from nft_service.usecases.metrics import NftMetrics
+from nft_service.usecases.minting import Minting, MintingRules
+from nft_service.usecases.onchain import TicketsOnChain
+from nft_service.usecases.tickets import Tickets
+from nft_service.usecases.wallet import Wallet, WalletRules
 from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
 
-logger = logging.getLogger(__name__)
 
-
-class ChainCloser:
-    """A worker that does nothing until shutdown, then waits for the mint workers to finish their
-    round and closes the chain (the kit stops workers after RPCs have drained)."""
-
-    def __init__(self, core: NftCore, minters: Sequence[Minter], grace: float) -> None:
-        self._core = core
-        self._minters = minters
-        self._grace = grace
-        self._stopping = asyncio.Event()
-
-    async def run(self) -> None:
-        await self._stopping.wait()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._grace):
-                for minter in self._minters:
-                    await minter.finished.wait()
-        await self._core.close()
-
-    def stop(self) -> None:
-        self._stopping.set()
+def metadata_base_url(settings: NftSettings, kit: Kit) -> Callable[[], str]:
+    """The public base of the metadata uris: the setting, else this process's HTTP port (known
+    once bound, hence a function)."""
+    configured = settings.nft_metadata_base_url.rstrip("/")
+    if configured:
+        return lambda: configured
+    return lambda: kit.http.local_url("/metadata")
 
 
 async def build(kit: Kit) -> Sequence[ServiceRegistration]:
-    """Build the servicer graph from the kit's shared resources."""
     settings = cast(NftSettings, kit.settings)
     payer = load_payer(settings)
-    core = NftCore(
-        settings=settings,
+    derivation = Derivation(load_derivation_secret(settings))
+    chain = build_chain(settings, kit.guards["solana"])
+    metrics = NftMetrics(kit.registry)
+    base_url = metadata_base_url(settings, kit)
+    wake = asyncio.Event()
+
+    onchain = TicketsOnChain(chain, payer.pubkey())
+    events = TicketEvents(kit.events, cluster=chain.cluster)
+    minting = Minting(
         db=kit.db,
-        chain=build_chain(settings, kit.guards["solana"]),
+        derivation=derivation,
+        payer=payer.pubkey(),
+        rules=MintingRules(max_batch=settings.nft_max_batch, symbol=settings.nft_symbol),
+        base_url=base_url,
+        wake=wake,
+    )
+    tickets = Tickets(db=kit.db, onchain=onchain)
+    custody = Custody(
+        db=kit.db,
+        chain=chain,
         payer=payer,
-        derivation=Derivation(load_derivation_secret(settings)),
-        metrics=NftMetrics(kit.registry),
-        http_port=lambda: kit.http.port,
+        derivation=derivation,
+        onchain=onchain,
+        events=events,
+        default_revocation=RevocationMethod(settings.nft_default_revocation),
     )
-    await core.start()
-    kit.add_http_route("GET", ROUTE, MetadataRoute(kit.db).handle)
-    minters = [Minter(core, f"nft-minter-{i}") for i in range(settings.nft_mint_workers)]
-    for minter in minters:
-        kit.add_worker(minter.name, minter)
-    kit.add_worker(
-        "nft-wallet",
-        PeriodicJob("nft-wallet", settings.nft_wallet_check_interval_s, core.check_wallet),
+    wallet = Wallet(
+        db=kit.db,
+        chain=chain,
+        payer=payer.pubkey(),
+        metrics=metrics,
+        rules=WalletRules(
+            low_balance_lamports=settings.nft_low_balance_lamports,
+            symbol=settings.nft_symbol,
+            dev_airdrop_lamports=settings.solana_dev_airdrop_lamports,
+        ),
+        base_url=base_url,
     )
-    kit.add_worker("nft-chain-closer", ChainCloser(core, minters, settings.shutdown_grace_s))
+
+    kit.on_start(chain.start)
+    if not settings.is_production:
+        kit.on_start(wallet.fund_for_dev)
+    kit.on_stop(chain.close)  # after the workers: the kit stops them before its stop hooks
+    kit.add_http_route("GET", ROUTE, MetadataRoute(tickets).handle)
+    minter_deps = MinterDeps(
+        db=kit.db,
+        chain=chain,
+        payer=payer,
+        onchain=onchain,
+        events=events,
+        metrics=metrics,
+        settings=MinterSettings(
+            batch=settings.nft_worker_batch,
+            lease_s=settings.nft_worker_lease_s,
+            poll_s=settings.nft_worker_poll_s,
+            symbol=settings.nft_symbol,
+            retry=RetryPolicy(
+                max_attempts=settings.nft_max_attempts,
+                base_delay=settings.nft_retry_base_s,
+                max_delay=settings.nft_retry_max_s,
+            ),
+        ),
+        wake=wake,
+    )
+    for i in range(settings.nft_mint_workers):
+        name = f"nft-minter-{i}"
+        kit.add_worker(name, Minter(name, minter_deps))
+    kit.add_periodic_job(
+        wallet_check.NAME,
+        settings.nft_wallet_check_interval_s,
+        wallet_check.wallet_check(wallet, minting, metrics),
+    )
     return [
         ServiceRegistration(
             descriptor=nft_pb2.DESCRIPTOR.services_by_name["NftService"],
             add_to_server=nft_pb2_grpc.add_NftServiceServicer_to_server,
-            servicer=NftServicer(kit, core),
+            servicer=NftServicer(minting=minting, tickets=tickets, custody=custody, wallet=wallet),
             policy=POLICY,
+            errors=to_mesh_error,
         )
     ]
 

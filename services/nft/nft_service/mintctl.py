@@ -18,23 +18,23 @@ import os
 import sys
 
 from meshkit.db import cli_database
-from nft_service import store
+from nft_service.usecases.minting import failed_mints, requeue_failed
 
 
 async def _main(args: argparse.Namespace) -> int:
     async with cli_database(args.schema) as db:
         if args.command == "list":
-            for row in await store.failed_mints(db, args.limit):
+            for ticket in await failed_mints(db, args.limit):
                 sys.stdout.write(
                     json.dumps(
                         {
-                            "ticket_id": row["ticket_id"],
-                            "payment_id": row["payment_id"],
-                            "state": row["mint_state"],
-                            "attempts": row["attempts"],
-                            "error_code": row["error_code"],
-                            "error_message": row["error_message"],
-                            "updated_at": str(row["updated_at"]),
+                            "ticket_id": ticket.ticket_id,
+                            "payment_id": ticket.payment_id,
+                            "state": ticket.mint_state.value,
+                            "attempts": ticket.attempts,
+                            "error_code": ticket.error_code,
+                            "error_message": ticket.error_message,
+                            "updated_at": str(ticket.updated_at),
                         }
                     )
                     + "\n"
@@ -43,11 +43,7 @@ async def _main(args: argparse.Namespace) -> int:
         if not args.all and not args.payment:
             sys.stderr.write("name --payment PAYMENT_ID (repeatable) or --all\n")
             return 2
-        count = 0
-        async with db.transaction() as conn:
-            jobs = await store.jobs_with_failures(conn, None if args.all else args.payment)
-            for job_id in jobs:
-                count += await store.requeue_failed(conn, job_id)
+        count = await requeue_failed(db, None if args.all else args.payment)
         sys.stdout.write(f"requeued {count}\n")
     return 0
 

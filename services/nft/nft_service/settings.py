@@ -7,28 +7,14 @@ local chain, loopback RPC stand-ins, dev keys and a loopback metadata URL.
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import ClassVar, Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr
 
-from meshkit.settings import KitSettings
+from meshkit.settings import KitSettings, is_local_url
 
 LAMPORTS_PER_SOL = 1_000_000_000
-
-
-def is_loopback_url(url: str) -> bool:
-    """True for URLs whose host is this machine (localhost, 127.0.0.0/8, ::1, 0.0.0.0)."""
-    host = (urlparse(url).hostname or "").lower()
-    if not host or host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
 
 
 class NftSettings(KitSettings):
@@ -162,7 +148,7 @@ class NftSettings(KitSettings):
             problems.append("SOLANA_CHAIN=local (the in-process LiteSVM chain is for dev/test)")
         elif not self.solana_rpc_url:
             problems.append("SOLANA_RPC_URL is required")
-        elif is_loopback_url(self.solana_rpc_url):
+        elif is_local_url(self.solana_rpc_url):
             problems.append("SOLANA_RPC_URL points at this machine (a local RPC stand-in)")
         if not self.nft_payer_key.get_secret_value() and not self.nft_payer_key_file:
             problems.append("NFT_PAYER_KEY or NFT_PAYER_KEY_FILE is required")
@@ -172,7 +158,7 @@ class NftSettings(KitSettings):
             problems.append("NFT_DERIVATION_SECRET is required (at least 32 characters)")
         if not self.nft_metadata_base_url:
             problems.append("NFT_METADATA_BASE_URL is required")
-        elif is_loopback_url(self.nft_metadata_base_url):
+        elif is_local_url(self.nft_metadata_base_url):
             problems.append("NFT_METADATA_BASE_URL points at this machine")
         elif not self.nft_metadata_base_url.startswith("https://"):
             problems.append("NFT_METADATA_BASE_URL must be https")

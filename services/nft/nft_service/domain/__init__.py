@@ -1,1 +1,5 @@
-"""The nft domain: states, validation, metadata and retry decisions (pure logic, no I/O)."""
+"""The nft domain: entities, state machines, rules, metadata and retry decisions.
+
+Pure code: no grpc, protobuf, asyncpg, chain SDKs, HTTP or kit imports (tests/nft/unit holds a
+test that parses these files and fails on any), so every rule is unit-tested without I/O.
+"""

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from nft_service.chain.token import TicketMetadata
 from nft_service.domain.model import TicketSpec
 
 MAX_NAME_CHARS = 32  # Metaplex display-name limit, kept for wallets that truncate
+SHA_HEX = 64  # characters of a metadata document's address (sha256, hex)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketMetadata:
+    """What goes on the mint: name, symbol, uri and the ticket facts as (key, value) fields
+    (how many bytes that takes on chain is the chain adapter's business)."""
+
+    name: str
+    symbol: str
+    uri: str
+    fields: tuple[tuple[str, str], ...]
 
 
 def iso_date(value: datetime | None) -> str:
@@ -94,6 +106,29 @@ def canonical(document: dict[str, Any]) -> tuple[str, bytes]:
 
 def metadata_uri(base_url: str, sha: str) -> str:
     return f"{base_url.rstrip('/')}/{sha}.json"
+
+
+def uri_length(base_url: str) -> int:
+    """Length of every metadata uri under `base_url` (the sha has a fixed length)."""
+    return len(metadata_uri(base_url, "0" * SHA_HEX))
+
+
+def typical_ticket(symbol: str, uri: str) -> TicketMetadata:
+    """The on-mint metadata of an average ticket, for cost estimates before any was minted."""
+    return TicketMetadata(
+        name="x" * 24,
+        symbol=symbol,
+        uri=uri,
+        fields=(
+            ("event", "x" * 24),
+            ("venue", "x" * 16),
+            ("date", "2026-01-01T20:00:00Z"),
+            ("section", "AA"),
+            ("row", "12"),
+            ("seat", "7"),
+            ("type", "General"),
+        ),
+    )
 
 
 def onchain_metadata(ticket: TicketSpec, *, symbol: str, uri: str) -> TicketMetadata:

@@ -1,48 +1,23 @@
-"""The nft domain's vocabulary: states, priorities and the requests it acts on (no I/O)."""
+"""The nft domain's entities: what a mint job, a ticket NFT and an ownership answer are.
+
+Plain frozen dataclasses and enums, no I/O. The store returns these (SQL in, entities out), the
+use cases reason about them, and `api/convert.py` turns them into the contract's messages.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+import hashlib
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
-class MintState(enum.StrEnum):
-    """State of one ticket's mint (stored as text; mirrors the proto's MintState)."""
-
-    QUEUED = "QUEUED"
-    SUBMITTED = "SUBMITTED"
-    MINTED = "MINTED"
-    RETRYING = "RETRYING"
-    FAILED = "FAILED"
-    DEAD_LETTERED = "DEAD_LETTERED"
-
-    @property
-    def final(self) -> bool:
-        return self in (MintState.MINTED, MintState.FAILED, MintState.DEAD_LETTERED)
-
-
-PENDING_STATES = (MintState.QUEUED, MintState.SUBMITTED, MintState.RETRYING)
-
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    PARTIALLY_FAILED = "PARTIALLY_FAILED"
-    FAILED = "FAILED"
-
-
-class NftStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    ACTIVE = "ACTIVE"
-    REVOKED = "REVOKED"
-    FAILED = "FAILED"
+from nft_service.domain.states import JobStatus, MintState, NftStatus, job_status
 
 
 class Priority(enum.IntEnum):
-    """Lower sorts first in the queue."""
+    """Lower sorts first in the queue (numbers as in the contract's MintPriority)."""
 
     URGENT = 1
     HIGH = 2
@@ -54,6 +29,25 @@ class RevocationMethod(enum.StrEnum):
     FREEZE = "freeze"
 
 
+class TransferReason(enum.IntEnum):
+    """Why the platform moved a ticket (numbers as in the contract's TransferReason)."""
+
+    RESALE = 1
+    GIFT = 2
+    WITHDRAWAL = 3
+    ADMIN = 4
+
+
+class RevokeReason(enum.IntEnum):
+    """Why a ticket was revoked (numbers as in the contract's RevokeReason)."""
+
+    REFUND = 1
+    FRAUD = 2
+    CHARGEBACK = 3
+    EVENT_CANCELLED = 4
+    OTHER = 5
+
+
 class Ownership(enum.StrEnum):
     OWNED = "OWNED"
     NOT_OWNER = "NOT_OWNER"
@@ -61,16 +55,13 @@ class Ownership(enum.StrEnum):
     NOT_MINTED = "NOT_MINTED"
 
 
-def job_status(states: Iterable[MintState], *, touched: bool) -> JobStatus:
-    """A job's status from its tickets' states, computed on read so it can never disagree with
-    them (`touched`: a worker has picked up at least one ticket)."""
-    values = list(states)
-    if not values or not all(s.final for s in values):
-        return JobStatus.RUNNING if touched else JobStatus.QUEUED
-    minted = sum(1 for s in values if s is MintState.MINTED)
-    if minted == len(values):
-        return JobStatus.SUCCEEDED
-    return JobStatus.PARTIALLY_FAILED if minted else JobStatus.FAILED
+@dataclass(frozen=True, slots=True)
+class BuyerContact:
+    """Where to reach the buyer: the set fields of the contract's ContactInfo (name, email,
+    phone, ...) by name. nft never reads them; it carries them from MintTickets to the events
+    that tell notify where to write (and never logs them)."""
+
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +83,211 @@ class TicketSpec:
 
 @dataclass(frozen=True, slots=True)
 class MintRequest:
+    """MintTickets, in domain terms."""
+
     payment_id: str
     order_id: str
     event_id: str
     venue_id: str
     buyer_id: str
-    priority: int  # a Priority value once validated
+    priority: Priority
     tickets: tuple[TicketSpec, ...]
+    buyer_contact: BuyerContact = BuyerContact()
+
+    def fingerprint(self) -> bytes:
+        """sha256 of the payment's ticket list: the same payment with other tickets is refused
+        (the contact is not part of it: it may be corrected on a redelivery)."""
+        parts = [
+            "\x00".join(
+                [
+                    t.ticket_id,
+                    t.owner_wallet,
+                    t.event_name,
+                    t.venue_name,
+                    t.event_starts_at.isoformat() if t.event_starts_at else "",
+                    t.section,
+                    t.row,
+                    t.seat,
+                    t.ticket_type,
+                    t.image_url,
+                    repr(sorted(t.attributes.items())),
+                ]
+            )
+            for t in self.tickets
+        ]
+        head = "\x00".join([self.order_id, self.event_id, self.venue_id, self.buyer_id])
+        return hashlib.sha256("\x01".join([head, *parts]).encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class MintJob:
+    """The durable job of one payment; its status is derived from its tickets."""
+
+    id: uuid.UUID
+    payment_id: str
+    order_id: str
+    event_id: str
+    venue_id: str
+    buyer_id: str
+    priority: Priority
+    tickets_fingerprint: bytes
+    buyer_contact: BuyerContact
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TicketNft:
+    """One ticket: its NFT record and, until it is minted, its place in the mint queue."""
+
+    ticket_id: str
+    job_id: uuid.UUID
+    position: int
+    payment_id: str
+    order_id: str
+    event_id: str
+    venue_id: str
+    buyer_id: str
+    mint_address: str
+    mint_seed: str
+    token_program: str
+    owner_wallet: str
+    custodial: bool
+    event_name: str
+    venue_name: str
+    event_starts_at: datetime | None
+    section: str
+    row: str
+    seat: str
+    ticket_type: str
+    image_url: str
+    attributes: Mapping[str, str]
+    metadata_sha: str
+    metadata_uri: str
+    status: NftStatus
+    mint_state: MintState
+    priority: Priority
+    attempts: int
+    picked_at: datetime | None
+    signature: str
+    """The last mint transaction sent (the landed one once MINTED)."""
+    signatures: tuple[str, ...]
+    """Every mint transaction sent, oldest first."""
+    cost_lamports: int | None
+    error_code: str
+    error_message: str
+    minted_at: datetime | None
+    minted_slot: int | None
+    revoke_reason: RevokeReason | None
+    revocation_method: RevocationMethod | None
+    revoke_note: str
+    revoke_reference: str
+    revoke_signature: str
+    revoked_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def spec(self) -> TicketSpec:
+        return TicketSpec(
+            ticket_id=self.ticket_id,
+            owner_wallet=self.owner_wallet,
+            event_name=self.event_name,
+            venue_name=self.venue_name,
+            event_starts_at=self.event_starts_at,
+            section=self.section,
+            row=self.row,
+            seat=self.seat,
+            ticket_type=self.ticket_type,
+            image_url=self.image_url,
+            attributes=self.attributes,
+        )
+
+    @property
+    def mint_signature(self) -> str:
+        """The signature of the mint that landed; empty until MINTED."""
+        return self.signature if self.mint_state is MintState.MINTED else ""
+
+    @property
+    def may_be_on_chain(self) -> bool:
+        """A send may have happened (an earlier attempt, or SUBMITTED before a crash): the
+        chain must be read before anything is sent again."""
+        return self.attempts > 0 or self.mint_state is MintState.SUBMITTED
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job with its tickets (in request order), as GetMintJob shows it."""
+
+    job: MintJob
+    tickets: tuple[TicketNft, ...]
+
+    @property
+    def status(self) -> JobStatus:
+        return job_status(
+            (t.mint_state for t in self.tickets),
+            touched=any(t.picked_at is not None for t in self.tickets),
+        )
+
+    @property
+    def updated_at(self) -> datetime:
+        return max([self.job.updated_at, *(t.updated_at for t in self.tickets)])
+
+    @property
+    def completed_at(self) -> datetime | None:
+        if self.status in (JobStatus.QUEUED, JobStatus.RUNNING) or not self.tickets:
+            return None
+        return max(t.updated_at for t in self.tickets)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnershipAnswer:
+    """VerifyOwnership: what the chain says about one wallet and one ticket right now."""
+
+    status: Ownership
+    ticket_id: str
+    mint_address: str
+    holder_wallet: str
+    slot: int
+    checked_at: datetime
+
+    @property
+    def owned(self) -> bool:
+        return self.status is Ownership.OWNED
+
+
+@dataclass(frozen=True, slots=True)
+class WalletInfo:
+    """The minting (fee payer) wallet."""
+
+    address: str
+    balance: int
+    threshold: int
+    lamports_per_mint: int
+    cluster: str
+    slot: int
+    checked_at: datetime
+
+    @property
+    def low(self) -> bool:
+        return self.balance < self.threshold
+
+    @property
+    def mints_remaining(self) -> int:
+        return self.balance // max(1, self.lamports_per_mint)
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """ListTicketNfts' filters (combined with AND)."""
+
+    owner_wallet: str = ""
+    buyer_id: str = ""
+    event_id: str = ""
+    payment_id: str = ""
+    statuses: tuple[NftStatus, ...] = ()
+
+    @property
+    def narrows(self) -> bool:
+        """At least one filter that selects by who or what (statuses alone do not)."""
+        return bool(self.owner_wallet or self.buyer_id or self.event_id or self.payment_id)

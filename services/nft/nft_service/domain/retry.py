@@ -16,15 +16,55 @@ unseen (crash, lost response, timeout) is found there instead of being sent agai
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass
 
-from nft_service.chain.base import ErrorKind
-from nft_service.domain.model import MintState
+from nft_service.domain.states import MintState
+
+
+class ErrorKind(enum.StrEnum):
+    """The classes of chain failure the retry policy tells apart (every chain adapter maps its
+    failures onto these, so decisions do not depend on which chain answered):
+
+      retryable:  rate_limited (429, honour Retry-After), node_behind, unavailable (5xx,
+                  transport errors, timeouts), confirm_timeout — the same request may succeed;
+      rebuild:    blockhash_expired — the signed bytes can never land; check the chain, then
+                  sign again with a fresh blockhash (same mint address);
+      verify:     already_processed, account_in_use — "maybe it already landed": read the chain;
+      permanent:  insufficient_funds, program_error — sending it again cannot help.
+    """
+
+    RATE_LIMITED = "rate_limited"
+    NODE_BEHIND = "node_behind"
+    UNAVAILABLE = "unavailable"
+    CONFIRM_TIMEOUT = "confirm_timeout"
+    BLOCKHASH_EXPIRED = "blockhash_expired"
+    ALREADY_PROCESSED = "already_processed"
+    ACCOUNT_IN_USE = "account_in_use"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    PROGRAM_ERROR = "program_error"
+
+    @property
+    def retryable(self) -> bool:
+        """Sending the same request again may succeed."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.NODE_BEHIND,
+        ErrorKind.UNAVAILABLE,
+        ErrorKind.CONFIRM_TIMEOUT,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """Attempts per ticket, and the capped exponential backoff (full jitter) between them."""
+
     max_attempts: int
     base_delay: float
     max_delay: float
@@ -59,3 +99,21 @@ def decide(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return Decision(MintState.RETRYING, delay)
+
+
+def not_sent(
+    current: MintState,
+    attempts: int,
+    policy: RetryPolicy,
+    *,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> Decision:
+    """The chain could not even be asked (blockhash or account read failed): nothing was sent,
+    so no attempt is counted; try again after a backoff. A SUBMITTED ticket stays SUBMITTED
+    (its earlier send may still land, so the next round reads the chain first)."""
+    state = MintState.SUBMITTED if current is MintState.SUBMITTED else MintState.RETRYING
+    delay = policy.backoff(max(1, attempts), rng)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return Decision(state, delay)

@@ -1,0 +1,91 @@
+"""Mint jobs: one durable job per payment (`mint_jobs`), with the buyer's contact for the events
+its tickets will announce. A job's status is never stored; it is derived from its tickets."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from nft_service.domain.model import BuyerContact, MintJob, MintRequest, Priority
+
+
+def contact_from_json(text: str | None) -> BuyerContact:
+    return BuyerContact(json.loads(text) if text else {})
+
+
+def _job(row: asyncpg.Record) -> MintJob:
+    return MintJob(
+        id=row["id"],
+        payment_id=row["payment_id"],
+        order_id=row["order_id"],
+        event_id=row["event_id"],
+        venue_id=row["venue_id"],
+        buyer_id=row["buyer_id"],
+        priority=Priority(row["priority"]),
+        tickets_fingerprint=bytes(row["tickets_fingerprint"]),
+        buyer_contact=contact_from_json(row["buyer_contact"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def insert(
+    conn: asyncpg.Connection, job_id: uuid.UUID, request: MintRequest
+) -> MintJob | None:
+    """Insert the payment's job; None when the payment already has one."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO mint_jobs
+            (id, payment_id, order_id, event_id, venue_id, buyer_id, priority,
+             tickets_fingerprint, buyer_contact)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+        ON CONFLICT (payment_id) DO NOTHING
+        RETURNING *
+        """,
+        job_id,
+        request.payment_id,
+        request.order_id,
+        request.event_id,
+        request.venue_id,
+        request.buyer_id,
+        int(request.priority),
+        request.fingerprint(),
+        json.dumps(dict(request.buyer_contact.fields), sort_keys=True),
+    )
+    return _job(row) if row is not None else None
+
+
+async def by_id(conn: asyncpg.Connection, job_id: uuid.UUID) -> MintJob | None:
+    row = await conn.fetchrow("SELECT * FROM mint_jobs WHERE id = $1", job_id)
+    return _job(row) if row is not None else None
+
+
+async def by_payment(conn: asyncpg.Connection, payment_id: str) -> MintJob | None:
+    row = await conn.fetchrow("SELECT * FROM mint_jobs WHERE payment_id = $1", payment_id)
+    return _job(row) if row is not None else None
+
+
+async def contacts(
+    conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, BuyerContact]:
+    """The buyer's contact of each of these jobs."""
+    rows = await conn.fetch(
+        "SELECT id, buyer_contact FROM mint_jobs WHERE id = ANY($1::uuid[])", list(set(job_ids))
+    )
+    return {r["id"]: contact_from_json(r["buyer_contact"]) for r in rows}
+
+
+async def with_failures(
+    conn: asyncpg.Connection, payment_ids: Sequence[str] | None
+) -> list[uuid.UUID]:
+    """Jobs (of these payments, or all) that have FAILED or DEAD_LETTERED tickets."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT job_id FROM ticket_nfts "
+        "WHERE mint_state IN ('FAILED', 'DEAD_LETTERED') "
+        "AND ($1::text[] IS NULL OR payment_id = ANY($1::text[]))",
+        list(payment_ids) if payment_ids is not None else None,
+    )
+    return [r["job_id"] for r in rows]

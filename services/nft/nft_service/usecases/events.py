@@ -1,0 +1,169 @@
+"""The events this service announces: `tickettoken.nft.v1.{TicketMinted, MintFailed,
+TicketTransferred, TicketRevoked}` (events.proto), each staged in the outbox inside the
+transaction of the state change it announces (meshkit.events), aggregate = the ticket.
+
+Event ids are derived from what happened, so a state change applied twice by racing paths
+cannot be announced twice (the outbox refuses the second copy):
+
+  TicketMinted       the ticket (it is minted once, at one address, ever)
+  MintFailed         the ticket and the worker round (lease) that gave up on it
+  TicketTransferred  the ticket and the transfer's signature (or, when the chain already had
+                     it there, the record's version it caught up from)
+  TicketRevoked      the ticket (revocation is final)
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from meshkit.events import EventPublisher
+from nft_service.domain.model import BuyerContact, RevocationMethod, TicketNft, TransferReason
+from nft_service.domain.states import MintState
+from tickettoken.common.v1 import common_pb2
+from tickettoken.nft.v1 import events_pb2, nft_pb2
+
+AGGREGATE = "ticket"
+_NAMESPACE = uuid.UUID("5d0a4a56-2f4e-4e55-9a53-0f5c1c7b6e21")
+_METHODS = {
+    RevocationMethod.BURN: nft_pb2.REVOCATION_METHOD_BURN,
+    RevocationMethod.FREEZE: nft_pb2.REVOCATION_METHOD_FREEZE,
+}
+
+
+def event_id(kind: str, *parts: str) -> uuid.UUID:
+    """A deterministic event id for `kind` of event about `parts`."""
+    return uuid.uuid5(_NAMESPACE, "\x00".join(["nft", kind, *parts]))
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def contact_proto(contact: BuyerContact) -> common_pb2.ContactInfo:
+    return common_pb2.ContactInfo(**contact.fields)
+
+
+def _purchase(ticket: TicketNft, contact: BuyerContact) -> dict[str, Any]:
+    """The fields TicketMinted and MintFailed share: the ticket, its purchase, its buyer."""
+    return {
+        "ticket_id": ticket.ticket_id,
+        "payment_id": ticket.payment_id,
+        "order_id": ticket.order_id,
+        "event_id": ticket.event_id,
+        "venue_id": ticket.venue_id,
+        "buyer_id": ticket.buyer_id,
+        "buyer_contact": contact_proto(contact),
+    }
+
+
+class TicketEvents:
+    """Builds and stages the ticket events (built once; `cluster` names the chain for
+    explorer links)."""
+
+    def __init__(self, publisher: EventPublisher, *, cluster: str) -> None:
+        self._publisher = publisher
+        self.cluster = cluster
+
+    async def _publish(
+        self, conn: asyncpg.Connection, event: Message, ticket_id: str, eid: uuid.UUID
+    ) -> None:
+        await self._publisher.publish(
+            conn,
+            event,
+            aggregate_type=AGGREGATE,
+            aggregate_id=ticket_id,
+            event_id=eid,
+        )
+
+    async def minted(
+        self, conn: asyncpg.Connection, ticket: TicketNft, contact: BuyerContact
+    ) -> None:
+        event = events_pb2.TicketMinted(
+            **_purchase(ticket, contact),
+            mint_address=ticket.mint_address,
+            owner_wallet=ticket.owner_wallet,
+            custodial=ticket.custodial,
+            event_name=ticket.event_name,
+            venue_name=ticket.venue_name,
+            event_starts_at=_ts(ticket.event_starts_at),
+            section=ticket.section,
+            row=ticket.row,
+            seat=ticket.seat,
+            ticket_type=ticket.ticket_type,
+            metadata_uri=ticket.metadata_uri,
+            signature=ticket.mint_signature,
+            cluster=self.cluster,
+            minted_at=_ts(ticket.minted_at),
+        )
+        await self._publish(conn, event, ticket.ticket_id, event_id("minted", ticket.ticket_id))
+
+    async def mint_failed(
+        self,
+        conn: asyncpg.Connection,
+        ticket: TicketNft,
+        contact: BuyerContact,
+        *,
+        round_id: uuid.UUID,
+    ) -> None:
+        event = events_pb2.MintFailed(
+            **_purchase(ticket, contact),
+            error_code=ticket.error_code,
+            error_message=ticket.error_message,
+            attempts=ticket.attempts,
+            dead_lettered=ticket.mint_state is MintState.DEAD_LETTERED,
+            failed_at=_ts(ticket.updated_at),
+        )
+        eid = event_id("mint_failed", ticket.ticket_id, str(round_id))
+        await self._publish(conn, event, ticket.ticket_id, eid)
+
+    async def transferred(
+        self,
+        conn: asyncpg.Connection,
+        ticket: TicketNft,
+        *,
+        from_wallet: str,
+        to_user_id: str,
+        reason: TransferReason,
+        reference_id: str,
+        signature: str,
+        caught_up_from: datetime,
+    ) -> None:
+        event = events_pb2.TicketTransferred(
+            ticket_id=ticket.ticket_id,
+            mint_address=ticket.mint_address,
+            from_wallet=from_wallet,
+            to_wallet=ticket.owner_wallet,
+            to_user_id=to_user_id,
+            reason=int(reason),  # type: ignore[arg-type]
+            reference_id=reference_id,
+            signature=signature,
+            transferred_at=_ts(ticket.updated_at),
+        )
+        what = signature or f"{ticket.owner_wallet}@{caught_up_from.isoformat()}"
+        eid = event_id("transferred", ticket.ticket_id, what)
+        await self._publish(conn, event, ticket.ticket_id, eid)
+
+    async def revoked(self, conn: asyncpg.Connection, ticket: TicketNft) -> None:
+        method = ticket.revocation_method
+        event = events_pb2.TicketRevoked(
+            ticket_id=ticket.ticket_id,
+            mint_address=ticket.mint_address,
+            payment_id=ticket.payment_id,
+            buyer_id=ticket.buyer_id,
+            reason=int(ticket.revoke_reason or 0),  # type: ignore[arg-type]
+            method=_METHODS[method] if method is not None else 0,  # type: ignore[arg-type]
+            reference_id=ticket.revoke_reference,
+            signature=ticket.revoke_signature,
+            revoked_at=_ts(ticket.revoked_at),
+        )
+        await self._publish(conn, event, ticket.ticket_id, event_id("revoked", ticket.ticket_id))

@@ -1,0 +1,223 @@
+"""Helpers for the nft integration tests: requests, waiting for jobs, reading errors, the events
+in the outbox, and what is on chain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from solders.litesvm import LiteSVM
+from solders.pubkey import Pubkey
+
+from meshdev.standins.solana_rpc import LiteSvmRpcServer
+from meshkit.server import App
+from nft_service.adapters.chain.local import LocalChain
+from nft_service.adapters.chain.token import TOKEN_2022, decode_mint
+from nft_service.adapters.keys import Derivation, load_derivation_secret, load_payer
+from nft_service.api.servicer import NftServicer
+from nft_service.settings import NftSettings
+from tickettoken.common.v1 import common_pb2
+from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
+
+AUD = "tickettoken.nft"
+FINAL_JOB = {
+    nft_pb2.MINT_JOB_STATUS_SUCCEEDED,
+    nft_pb2.MINT_JOB_STATUS_PARTIALLY_FAILED,
+    nft_pb2.MINT_JOB_STATUS_FAILED,
+}
+E = TypeVar("E", bound=Message)
+Start = Callable[..., Awaitable[App]]
+"""The `start_nft` fixture: `app = await start_nft(**settings)`."""
+
+
+def _settings(app: App) -> NftSettings:
+    assert isinstance(app.settings, NftSettings)
+    return app.settings
+
+
+def servicer_of(app: App) -> NftServicer:
+    servicer = app.registrations[0].servicer
+    assert isinstance(servicer, NftServicer)
+    return servicer
+
+
+def payer_of(app: App) -> Pubkey:
+    """The app's payer, read from its settings the way the app does."""
+    return load_payer(_settings(app)).pubkey()
+
+
+def derivation_of(app: App) -> Derivation:
+    return Derivation(load_derivation_secret(_settings(app)))
+
+
+def local_chain(app: App) -> LocalChain:
+    chain = servicer_of(app).tickets.onchain.chain
+    assert isinstance(chain, LocalChain)
+    return chain
+
+
+def count_ticket_mints(chain: LocalChain | LiteSVM, payer: Pubkey) -> int:
+    """Token-2022 mints on chain whose permanent delegate is our payer: every ticket NFT."""
+    svm = chain.svm if isinstance(chain, LocalChain) else chain
+    count = 0
+    for _, account in svm.get_program_accounts(TOKEN_2022):
+        data = bytes(account.data)
+        if len(data) > 165 and data[165] == 1 and decode_mint(data).permanent_delegate == payer:
+            count += 1
+    return count
+
+
+def ticket(
+    ticket_id: str, *, owner: str = "", seat: str = "7", event_name: str = "The Band: Fall Tour"
+) -> nft_pb2.TicketToMint:
+    starts = datetime(2026, 5, 1, 20, 0, tzinfo=UTC)
+    message = nft_pb2.TicketToMint(
+        ticket_id=ticket_id,
+        owner_wallet=owner,
+        event_name=event_name,
+        venue_name="Grand Hall",
+        section="A",
+        row="12",
+        seat=seat,
+        ticket_type="VIP",
+        image_url="https://img.example/band.png",
+        attributes={"Door": "North"},
+    )
+    message.event_starts_at.FromDatetime(starts)
+    return message
+
+
+CONTACT = common_pb2.ContactInfo(
+    name="Ada Lovelace", email="ada@example.com", phone="+16155550100", locale="en-US"
+)
+
+
+def mint_request(
+    payment_id: str | None = None,
+    *,
+    count: int = 2,
+    owner: str = "",
+    key: str | None = None,
+    priority: int = 0,
+    contact: common_pb2.ContactInfo | None = None,
+) -> nft_pb2.MintTicketsRequest:
+    payment_id = payment_id or f"pay-{uuid.uuid4().hex[:10]}"
+    return nft_pb2.MintTicketsRequest(
+        idempotency_key=key or str(uuid.uuid4()),
+        payment_id=payment_id,
+        order_id=f"order-{payment_id}",
+        event_id="event-1",
+        venue_id="venue-1",
+        buyer_id="buyer-1",
+        priority=priority,  # type: ignore[arg-type]
+        tickets=[ticket(f"{payment_id}-t{i}", owner=owner, seat=str(i)) for i in range(count)],
+        buyer_contact=contact,
+    )
+
+
+async def wait_job(
+    stub: nft_pb2_grpc.NftServiceStub,
+    md: Any,
+    job_id: str,
+    *,
+    timeout: float = 20.0,
+) -> nft_pb2.MintJob:
+    """Poll GetMintJob until the job reaches a final status."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        reply = await stub.GetMintJob(nft_pb2.GetMintJobRequest(job_id=job_id), metadata=md)
+        if reply.job.status in FINAL_JOB:
+            return reply.job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job not final in {timeout}s: {reply.job}")
+        await asyncio.sleep(0.03)
+
+
+def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    raise AssertionError("no grpc-status-details-bin in trailers")
+
+
+def violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    for packed in status_of(err).details:
+        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            packed.Unpack(bad)
+            return [(v.field, v.description) for v in bad.field_violations]
+    return []
+
+
+def reason(err: grpc.aio.AioRpcError) -> str:
+    for packed in status_of(err).details:
+        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+async def outbox_envelopes(postgres_url: str, app: App) -> list[common_pb2.EventEnvelope]:
+    """Every event the app staged in its outbox, in order, as the envelopes relays deliver."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        rows = await conn.fetch(
+            f'SELECT topic, key, type_name, payload FROM "{app.settings.schema_name}".outbox '
+            "ORDER BY seq"
+        )
+    finally:
+        await conn.close()
+    envelopes = []
+    for row in rows:
+        assert row["type_name"] == common_pb2.EventEnvelope.DESCRIPTOR.full_name
+        envelope = common_pb2.EventEnvelope.FromString(bytes(row["payload"]))
+        assert (row["topic"], row["key"]) == (envelope.event_type, envelope.aggregate_id)
+        envelopes.append(envelope)
+    return envelopes
+
+
+async def outbox_events(postgres_url: str, app: App, event_cls: type[E]) -> list[E]:
+    """The app's outbox events of one contract type, unpacked from their envelopes."""
+    found = []
+    for envelope in await outbox_envelopes(postgres_url, app):
+        if envelope.event_type == event_cls.DESCRIPTOR.full_name:
+            event = event_cls()
+            assert envelope.payload.Unpack(event)
+            found.append(event)
+    return found
+
+
+def rpc_settings(server: LiteSvmRpcServer, **overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "solana_chain": "rpc",
+        "solana_rpc_url": server.url,
+        "solana_confirm_poll_s": 0.01,
+        "solana_resend_interval_s": 0.05,
+        "solana_confirm_timeout_s": 1.0,
+        "solana_dev_airdrop_lamports": 100 * 10**9,
+        # The kit guard without a rate limit or breaker (its state in Redis is shared by every
+        # test of the session) and with quick retries.
+        "provider_policies": json.dumps(
+            {
+                "solana": {
+                    "rate": None,
+                    "concurrency": None,
+                    "breaker": False,
+                    "backoff_base_s": 0.01,
+                    "max_attempts": 5,
+                    "retry_budget_min_per_s": 1000,
+                }
+            }
+        ),
+    }
+    values.update(overrides)
+    return values

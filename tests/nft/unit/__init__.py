@@ -1,0 +1,1 @@
+"""Unit tests of the nft service: domain rules and token encoding, no I/O."""
