@@ -179,7 +179,10 @@ class KitInterceptor:
         changes: dict[str, Any] = {"response_serializer": response_serializer}
         if deserialize is not None and not open_:
             type_name = request_cls.DESCRIPTOR.full_name if request_cls is not None else full
-            changes["request_deserializer"] = tolerant_deserializer(deserialize, type_name)
+            vouch = request_cls is not None and self._validator.can_vouch(request_cls.DESCRIPTOR)
+            changes["request_deserializer"] = tolerant_deserializer(
+                deserialize, type_name, vouch=vouch
+            )
         wrapped: Callable[..., Any]
         if h.unary_unary is not None:
             inner = self._idempotent_if_marked(full, h.unary_unary, request_cls)

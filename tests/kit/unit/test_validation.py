@@ -131,3 +131,29 @@ def test_the_answer_to_huge_bad_input_stays_small_enough_for_trailers() -> None:
     assert len(bad.field_violations) == MAX_VIOLATIONS
     assert all(len(v.field) <= 128 for v in bad.field_violations)
     assert bad.field_violations[0].field.startswith('variables["kkk')
+
+
+def test_small_clean_requests_are_vouched_for_and_the_rest_are_walked() -> None:
+    from meshkit.validation import _vouched
+
+    validator = RequestValidator()
+    assert validator.can_vouch(notify_pb2.RenderTemplateRequest.DESCRIPTOR)
+    assert not validator.can_vouch(payment_pb2.ListPaymentsRequest.DESCRIPTOR)  # timestamps
+    assert not RequestValidator(Limits(max_items=10)).can_vouch(
+        notify_pb2.RenderTemplateRequest.DESCRIPTOR
+    )
+    parse = tolerant_deserializer(
+        notify_pb2.RenderTemplateRequest.FromString, "RenderTemplateRequest", vouch=True
+    )
+    clean = parse(notify_pb2.RenderTemplateRequest(template_id="t").SerializeToString())
+    assert _vouched.get() is clean
+    # A NUL character is a zero byte on the wire: never vouched for, always walked.
+    nul = parse(notify_pb2.RenderTemplateRequest(template_id="t\x00").SerializeToString())
+    assert _vouched.get() is not nul
+    assert [v.reason for v in validator.violations(nul)] == ["string.no_nul"]
+    big = parse(
+        notify_pb2.RenderTemplateRequest(
+            template_id="t", variables={str(i): "v" for i in range(300)}
+        ).SerializeToString()
+    )
+    assert _vouched.get() is not big  # over 1,000 bytes: walked
