@@ -185,7 +185,7 @@ class KitInterceptor:
             )
         wrapped: Callable[..., Any]
         if h.unary_unary is not None:
-            inner = self._idempotent_if_marked(full, h.unary_unary, request_cls)
+            inner = self._idempotent_if_marked(full, h.unary_unary, request_cls, method.errors)
             kind, wrapped = "unary_unary", self._unary(method, inner)
         elif h.unary_stream is not None:
             kind, wrapped = "unary_stream", self._server_stream(method, h.unary_stream)
@@ -197,10 +197,18 @@ class KitInterceptor:
         return cast(Handler, h._replace(**changes))
 
     def _idempotent_if_marked(
-        self, full: str, inner: Callable[..., Awaitable[Any]], request_cls: Any
+        self,
+        full: str,
+        inner: Callable[..., Awaitable[Any]],
+        request_cls: Any,
+        errors: ErrorMap | None,
     ) -> Callable[..., Awaitable[Any]]:
         """Step 5 around a unary handler marked `@idempotent`. A mutating RPC (its request has
-        an idempotency_key) that a service implements without the mark is refused at start."""
+        an idempotency_key) that a service implements without the mark is refused at start.
+
+        The service's error map is applied inside, so the store sees a domain error as the
+        status it means: a final one (FAILED_PRECONDITION, NOT_FOUND, ...) is stored and
+        replayed for the same key like any kit error, a retryable one releases the key."""
         implemented = not getattr(inner, "__module__", "").endswith("_pb2_grpc")
         mutating = request_cls is not None and KEY_FIELD in request_cls.DESCRIPTOR.fields_by_name
         if not is_idempotent(inner):
@@ -213,8 +221,19 @@ class KitInterceptor:
         if store is None:
             raise SettingsError(f"{full} is @idempotent but the kit has no idempotency store")
 
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await inner(request, context)
+            except MeshError:
+                raise
+            except Exception as exc:
+                mapped = errors(exc) if errors is not None else None
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
         async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-            return await store.run(request, lambda: inner(request, context))
+            return await store.run(request, lambda: handle(request, context))
 
         return run
 

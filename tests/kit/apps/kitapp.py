@@ -89,6 +89,8 @@ class KitAppServicer(notify_pb2_grpc.NotifyServiceServicer):
         self, request: notify_pb2.UpsertTemplateRequest, context: Any
     ) -> notify_pb2.UpsertTemplateResponse:
         self.upsert_runs += 1
+        if request.template.id == "locked":
+            raise TemplateLocked("template locked is being edited")
         await asyncio.sleep(0.05)
         template = notify_pb2.Template()
         template.CopyFrom(request.template)

@@ -6,6 +6,7 @@ bytes no stub would send, through a raw channel method.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -133,3 +134,30 @@ def test_the_mark_is_visible_through_bound_methods() -> None:
             return None
 
     assert is_idempotent(S().Do) and not is_idempotent(S.__init__)
+
+
+async def test_a_final_domain_error_of_an_idempotent_rpc_is_stored_and_replayed(
+    app: Any, tokens: TestTokens
+) -> None:
+    """The error map applies inside the idempotency step: the store sees the domain error as
+    FAILED_PRECONDITION (final), keeps it, and answers a retry with it without running again."""
+    request = notify_pb2.UpsertTemplateRequest(
+        idempotency_key=str(uuid.uuid4()),
+        template=notify_pb2.Template(
+            id="locked",
+            channel=notify_pb2.CHANNEL_EMAIL,
+            category=notify_pb2.NOTIFICATION_CATEGORY_TRANSACTIONAL,
+        ),
+    )
+    async with channel_for(app) as channel:
+        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        answers = []
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.UpsertTemplate(request, metadata=admin(tokens))
+            answers.append(info.value)
+    assert [a.code() for a in answers] == [grpc.StatusCode.FAILED_PRECONDITION] * 2
+    assert {detail(status_of(a), error_details_pb2.ErrorInfo).reason for a in answers} == {
+        "TEMPLATE_LOCKED"
+    }
+    assert servicer_of(app).upsert_runs == 1  # the second answer was the stored one
