@@ -11,8 +11,9 @@ on the event id.
 
 A failed delivery is retried with capped exponential backoff and full jitter; after
 `max_attempts` failures the event moves to `outbox_dead_letters` (same transaction), where an
-operator can list and replay it. Delivery order follows creation order within a batch, but a
-retried event is overtaken by later ones: consumers must not rely on ordering.
+operator can list and replay it; `requeue_stuck` makes events waiting out a long backoff (after
+a consumer outage was fixed) due at once. Delivery order follows creation order within a batch,
+but a retried event is overtaken by later ones: consumers must not rely on ordering.
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ __all__ = [
     "OutboxEvent",
     "OutboxMetrics",
     "OutboxRelay",
+    "Outgoing",
     "backoff_delay",
     "list_dead_letters",
     "publish",
+    "publish_many",
     "purge_delivered",
     "replay_dead_letters",
+    "requeue_stuck",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,6 +117,17 @@ def _rowcount(tag: str) -> int:
 # -- publishing --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event to stage: see `publish` for the fields."""
+
+    topic: str
+    payload: Message
+    key: str | None = None
+    headers: Mapping[str, str] | None = None
+    event_id: uuid.UUID | None = None
+
+
 async def publish(
     conn: asyncpg.Connection,
     topic: str,
@@ -128,29 +143,46 @@ async def publish(
     with the event, and the current request id is added so a delivery can be traced back to the
     RPC that caused it.
     """
-    if not topic:
-        raise ValueError("topic must not be empty")
+    [event_id] = await publish_many(conn, [Outgoing(topic, payload, key, headers, event_id)])
+    return event_id
+
+
+async def publish_many(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> list[uuid.UUID]:
+    """`publish` for several events in one INSERT (a worker's round of state changes); return
+    their ids in order."""
+    if not events:
+        return []
     if not conn.is_in_transaction():
         # Outside a transaction the event could commit without its state change, or vice versa.
         raise RuntimeError("outbox.publish must run inside the transaction of the state change")
-    all_headers: dict[str, str] = {}
+    base: dict[str, str] = {}
     request_id = current_request_id()
     if request_id:
-        all_headers[REQUEST_ID_HEADER] = request_id
-    if headers:
-        all_headers.update(headers)
-    event_id = event_id or uuid.uuid4()
+        base[REQUEST_ID_HEADER] = request_id
+    ids, topics, keys, payloads, types, headers = [], [], [], [], [], []
+    for event in events:
+        if not event.topic:
+            raise ValueError("topic must not be empty")
+        ids.append(event.event_id or uuid.uuid4())
+        topics.append(event.topic)
+        keys.append(event.key)
+        payloads.append(event.payload.SerializeToString(deterministic=True))
+        types.append(event.payload.DESCRIPTOR.full_name)
+        headers.append(json.dumps({**base, **(event.headers or {})}, sort_keys=True))
     await conn.execute(
+        # ORDER BY the list's order: `seq` (delivery order) is assigned in that order.
         "INSERT INTO outbox (id, topic, key, payload, type_name, headers) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        event_id,
-        topic,
-        key,
-        payload.SerializeToString(deterministic=True),
-        payload.DESCRIPTOR.full_name,
-        json.dumps(all_headers, sort_keys=True),
+        "SELECT id, topic, key, payload, type_name, headers::jsonb FROM unnest("
+        "$1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[]) "
+        "WITH ORDINALITY AS e(id, topic, key, payload, type_name, headers, n) ORDER BY n",
+        ids,
+        topics,
+        keys,
+        payloads,
+        types,
+        headers,
     )
-    return event_id
+    return ids
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -410,6 +442,36 @@ async def replay_dead_letters(
         OutboxMetrics.for_registry(registry).replayed.inc(count)
     logger.info("replayed outbox dead letters", extra={"replayed": count})
     return count
+
+
+# Failed deliveries waiting out a backoff, created more than $1 seconds ago. Events never
+# attempted are only waiting for a relay (not stuck); dead letters are `replay_dead_letters`'.
+_STUCK = """
+    SELECT id FROM outbox
+    WHERE delivered_at IS NULL AND attempts > 0 AND available_at > now()
+      AND created_at < now() - make_interval(secs => $1)
+    ORDER BY created_at LIMIT $2
+"""
+
+
+async def requeue_stuck(
+    db: Database, *, older_than_s: float, limit: int, dry_run: bool = False
+) -> list[uuid.UUID]:
+    """Make failed events created more than `older_than_s` ago due now (at most `limit`, oldest
+    first); return their ids. With `dry_run`, only list them. Rows a relay holds are skipped."""
+    if dry_run:
+        rows = await db.fetch(_STUCK, float(older_than_s), limit)
+    else:
+        rows = await db.fetch(
+            f"""
+            UPDATE outbox SET available_at = now()
+            WHERE id IN ({_STUCK} FOR UPDATE SKIP LOCKED)
+            RETURNING id
+            """,
+            float(older_than_s),
+            limit,
+        )
+    return [row["id"] for row in rows]
 
 
 async def purge_delivered(db: Database, older_than_seconds: float, *, batch: int = 1000) -> int:

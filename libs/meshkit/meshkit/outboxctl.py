@@ -1,7 +1,8 @@
-"""Operator CLI for a service's outbox dead letters: list them, replay some or all.
+"""Operator CLI for a service's outbox: list and replay dead letters, requeue stuck events.
 
     python -m meshkit.outboxctl --schema payment list
     python -m meshkit.outboxctl --schema payment replay [EVENT_ID ...]   # none = all
+    python -m meshkit.outboxctl --schema payment requeue [--older-than 900] [--dry-run]
 
 Uses DATABASE_URL like the services. Replayed events go back to the outbox with their attempts
 reset and are delivered by the running relays with the same event id (= idempotency key), so a
@@ -17,7 +18,7 @@ import sys
 import uuid
 
 from meshkit.db import cli_database
-from meshkit.outbox import list_dead_letters, replay_dead_letters
+from meshkit.outbox import list_dead_letters, replay_dead_letters, requeue_stuck
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -32,6 +33,14 @@ async def _main(args: argparse.Namespace) -> int:
                     "dead_lettered_at": str(letter.dead_lettered_at),
                 }
                 sys.stdout.write(json.dumps(row) + "\n")
+        elif args.command == "requeue":
+            stuck = await requeue_stuck(
+                db, older_than_s=args.older_than, limit=args.limit, dry_run=args.dry_run
+            )
+            for event_id in stuck:
+                sys.stdout.write(f"{event_id}\n")
+            verb = "would requeue" if args.dry_run else "requeued"
+            sys.stdout.write(f"{verb} {len(stuck)}\n")
         else:
             ids = [uuid.UUID(i) for i in args.ids] or None
             count = await replay_dead_letters(db, ids)
@@ -47,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--limit", type=int, default=100)
     replay = sub.add_parser("replay")
     replay.add_argument("ids", nargs="*")
+    requeue = sub.add_parser("requeue", help="make failed events stuck in backoff due now")
+    requeue.add_argument("--older-than", type=float, default=900.0, help="seconds (default 900)")
+    requeue.add_argument("--limit", type=int, default=1000)
+    requeue.add_argument("--dry-run", action="store_true")
     return asyncio.run(_main(parser.parse_args(argv)))
 
 

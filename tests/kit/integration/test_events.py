@@ -86,3 +86,19 @@ async def test_an_event_is_staged_only_with_its_transaction(database: Database) 
 def test_schema_version_is_the_package_major_version() -> None:
     assert schema_version_of(payment_events.PaymentRefunded()) == 1
     assert schema_version_of(common_pb2.Money()) == 1
+
+
+async def test_many_events_are_staged_in_one_insert_in_their_order(database: Database) -> None:
+    from meshkit.events import Staged
+
+    publisher = EventPublisher("nft")
+    events = [
+        Staged(nft_events.TicketMinted(ticket_id=f"t{i}"), "ticket", f"t{i}") for i in range(5)
+    ]
+    async with database.transaction() as conn:
+        ids = await publisher.publish_many(conn, events)
+    rows = await database.fetch("SELECT id, key FROM outbox ORDER BY seq")
+    assert [r["id"] for r in rows] == ids
+    assert [r["key"] for r in rows] == [f"t{i}" for i in range(5)]
+    async with database.transaction() as conn:
+        assert await publisher.publish_many(conn, []) == []

@@ -1,4 +1,4 @@
-"""meshkit.outboxrequeue: failed events stuck in backoff are made due; others are left alone."""
+"""meshkit.outbox.requeue_stuck: failed events stuck in backoff are made due; others are not."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import uuid
 from google.protobuf import wrappers_pb2
 
 from meshkit.db import Database
-from meshkit.outbox import publish
-from meshkit.outboxrequeue import requeue_stuck
+from meshkit.outbox import publish, requeue_stuck
 
 
 async def _events(db: Database, n: int) -> list[uuid.UUID]:

@@ -62,3 +62,35 @@ async def test_missing_database_url_is_named() -> None:
     )  # fmt: skip
     _, err = await proc.communicate()
     assert proc.returncode == 2 and b"DATABASE_URL is required" in err
+
+
+async def test_requeue_makes_events_stuck_in_backoff_due(
+    database: Database, db_schema: str, postgres_url: str
+) -> None:
+    async with database.transaction() as conn:
+        event_id = await publish(conn, "t.slow", wrappers_pb2.StringValue(value="x"))
+
+    async def broken(_event: OutboxEvent) -> None:
+        raise RuntimeError("consumer down")
+
+    # One failure with a long backoff, and the event is old enough to count as stuck.
+    relay = OutboxRelay(
+        database, broken, registry=CollectorRegistry(), base_backoff=3600, max_backoff=3600
+    )
+    await relay.run_once()
+    await database.execute(
+        "UPDATE outbox SET created_at = now() - interval '1 hour', "
+        "available_at = now() + interval '1 hour' WHERE id = $1",
+        event_id,
+    )
+    code, out, _ = await ctl(postgres_url, db_schema, "requeue", "--older-than", "60", "--dry-run")
+    assert code == 0 and out.splitlines() == [str(event_id), "would requeue 1"]
+    code, out, _ = await ctl(postgres_url, db_schema, "requeue", "--older-than", "60")
+    assert code == 0 and out.splitlines()[-1] == "requeued 1"
+    delivered: list[str] = []
+
+    async def fixed(event: OutboxEvent) -> None:
+        delivered.append(str(event.id))
+
+    await OutboxRelay(database, fixed, registry=CollectorRegistry()).run_once()
+    assert delivered == [str(event_id)]

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry, Counter
 
 from meshkit.db import Database
-from meshkit.outboxrequeue import requeue_stuck
+from meshkit.outbox import requeue_stuck
 from payment_service.adapters.stripe_gateway import StripeGateway, StripeRejected
 from payment_service.domain import provider
 from payment_service.domain.model import Payment, Refund
