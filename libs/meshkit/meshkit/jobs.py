@@ -96,9 +96,11 @@ class _Stoppable:
 
 class PollingWorker(_Stoppable):
     """Calls `step()` until stopped. `step` returns True when more work may be waiting right
-    now (e.g. it claimed a full batch): it is called again at once; False: after `idle_s`. A
-    failing step is logged and retried after a backoff doubling from `idle_s` up to
-    `max_backoff_s`, with jitter, so a down database is not hammered."""
+    now (e.g. it claimed a full batch): it is called again at once; False: after `idle_s`, or
+    as soon as `wake` is set (whoever enqueues work in this process sets it, so an idle worker
+    starts at once instead of at its next poll). A failing step is logged and retried after a
+    backoff doubling from `idle_s` up to `max_backoff_s`, with jitter, so a down database is
+    not hammered."""
 
     def __init__(
         self,
@@ -108,6 +110,7 @@ class PollingWorker(_Stoppable):
         idle_s: float,
         max_backoff_s: float = 30.0,
         rng: random.Random | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         super().__init__()
         if idle_s <= 0:
@@ -117,6 +120,20 @@ class PollingWorker(_Stoppable):
         self.idle_s = idle_s
         self.max_backoff_s = max_backoff_s
         self._rng = rng or random.Random()
+        self._wake = wake
+
+    def stop(self) -> None:
+        super().stop()
+        if self._wake is not None:
+            self._wake.set()  # end an idle wait at once
+
+    async def _idle(self) -> None:
+        if self._wake is None:
+            await self._sleep(self.idle_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.idle_s)
+        self._wake.clear()
 
     async def run(self) -> None:
         _log.info("worker started", extra={"worker": self.name})
@@ -134,7 +151,7 @@ class PollingWorker(_Stoppable):
                 continue
             failures = 0
             if not more:
-                await self._sleep(self.idle_s)
+                await self._idle()
         _log.info("worker stopped", extra={"worker": self.name})
 
 

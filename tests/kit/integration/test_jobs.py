@@ -141,3 +141,21 @@ async def test_a_leased_job_loop_stops_between_runs(redis_client: aioredis.Redis
     assert runs >= 3
     with contextlib.suppress(Exception):
         task.result()
+
+
+async def test_a_woken_polling_worker_looks_again_before_its_idle_wait_ends() -> None:
+    wake = asyncio.Event()
+    calls: list[float] = []
+
+    async def step() -> bool:
+        calls.append(asyncio.get_running_loop().time())
+        return False
+
+    worker = PollingWorker("w", step, idle_s=5.0, wake=wake)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.1)
+    wake.set()  # work was enqueued in this process
+    await asyncio.sleep(0.1)
+    assert len(calls) == 2 and calls[1] - calls[0] < 1.0
+    worker.stop()  # also ends the idle wait at once
+    await asyncio.wait_for(task, 1)

@@ -120,11 +120,11 @@ class _Built:
 class Minter(PollingWorker):
     """One queue worker (`kit.add_worker`); several are safe together, in one process or many.
 
-    `step()` mints one round; while the queue is empty it waits up to `poll_s` for the wake
-    event instead of sleeping blindly, so a MintTickets in this process starts at once."""
+    `step()` mints one round; while the queue is empty the worker waits up to `poll_s` for the
+    wake event (set by MintTickets in this process), so new work starts at once."""
 
     def __init__(self, name: str, deps: MinterDeps, *, rng: random.Random | None = None) -> None:
-        super().__init__(name, self.step, idle_s=deps.settings.poll_s, rng=rng)
+        super().__init__(name, self.step, idle_s=deps.settings.poll_s, rng=rng, wake=deps.wake)
         self._db = deps.db
         self._chain = deps.chain
         self._payer = deps.payer
@@ -134,21 +134,11 @@ class Minter(PollingWorker):
         self._metrics = deps.metrics
         self._settings = deps.settings
         self._policy = deps.settings.retry
-        self._wake = deps.wake
         self._rng = rng or random.Random()
 
-    def stop(self) -> None:
-        super().stop()
-        self._wake.set()  # end a wait for work at once
-
     async def step(self) -> bool:
-        """One round; then, if it found nothing, wait for new work (True: look again now)."""
-        if await self.mint_round():
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._settings.poll_s)
-        self._wake.clear()
-        return not self.stopping
+        """One round; True when it claimed work (look again at once)."""
+        return await self.mint_round() > 0
 
     async def mint_round(self) -> int:
         """One round (module docstring); returns the number of tickets claimed."""
