@@ -34,11 +34,12 @@ import pytest
 import pytest_asyncio
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshdev.embedded import LocalStripe
+from meshdev.testing.rpc import details, status_of
 from meshdev.testing.servers import TestTokens, running_app
 from meshkit.server import App
 from tests.contracts.examples import valid_requests
@@ -388,23 +389,6 @@ async def mesh(
 STRATEGIES = Strategies()
 
 
-def _status(err: grpc.aio.AioRpcError) -> status_pb2.Status | None:
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    return None
-
-
-def _details(status: status_pb2.Status, cls: Any) -> list[Any]:
-    found = []
-    for packed in status.details:
-        if packed.Is(cls.DESCRIPTOR):
-            item = cls()
-            packed.Unpack(item)
-            found.append(item)
-    return found
-
-
 async def _call(
     mesh: Mesh, service: str, method: MethodDescriptor, request: Message
 ) -> grpc.StatusCode:
@@ -433,11 +417,10 @@ async def _call(
         if code is grpc.StatusCode.CANCELLED:
             return grpc.StatusCode.OK  # our own cancel after the first streamed message
         assert code not in NEVER, f"{path} answered {code.name}: {err.details()}"
-        status = _status(err)
-        assert status is not None, f"{path} {code.name} without google.rpc details"
-        assert len(_details(status, error_details_pb2.ErrorInfo)) == 1, f"{path}: one ErrorInfo"
+        status = status_of(err)
+        assert len(details(status, error_details_pb2.ErrorInfo)) == 1, f"{path}: one ErrorInfo"
         if code is grpc.StatusCode.INVALID_ARGUMENT:
-            bad = _details(status, error_details_pb2.BadRequest)
+            bad = details(status, error_details_pb2.BadRequest)
             assert bad and bad[0].field_violations, f"{path}: INVALID_ARGUMENT without fields"
         return code
     return grpc.StatusCode.OK

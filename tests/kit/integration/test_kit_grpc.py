@@ -21,11 +21,12 @@ import aiohttp
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshdev.embedded import EmbeddedRedis, free_port
+from meshdev.testing.rpc import detail, status_of
 from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.auth import TokenMinter, ensure_dev_keys
 from tests.kit.apps.kitapp import DEFINITION, KitAppServicer
@@ -53,22 +54,6 @@ def stub(channel: Any) -> notify_pb2_grpc.NotifyServiceStub:
 
 def admin(tokens: TestTokens, sub: str = "admin-1") -> tuple[tuple[str, str], ...]:
     return tokens.metadata(tokens.user(sub, ["admin"], aud=AUD))
-
-
-def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    raise AssertionError("no grpc-status-details-bin in trailers")
-
-
-def detail(status: status_pb2.Status, cls: Any) -> Any:
-    for packed in status.details:
-        if packed.Is(cls.DESCRIPTOR):
-            msg = cls()
-            packed.Unpack(msg)
-            return msg
-    return None
 
 
 def servicer_of(app: Any) -> KitAppServicer:

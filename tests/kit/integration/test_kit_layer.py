@@ -16,12 +16,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from meshdev.testing.rpc import detail, status_of
 from meshdev.testing.servers import TestTokens, channel_for, running_app
 from meshkit.idempotency import idempotent, is_idempotent
 from meshkit.server import Kit, ServiceRegistration
 from meshkit.settings import SettingsError
 from tests.kit.apps.kitapp import DEFINITION, KitAppServicer
-from tests.kit.integration.test_kit_grpc import admin, detail, status_of
+from tests.kit.integration.test_kit_grpc import admin
 from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc
 
 SERVICE = "tickettoken.notify.v1.NotifyService"

@@ -11,9 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
-import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
@@ -139,31 +137,6 @@ async def wait_job(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job not final in {timeout}s: {reply.job}")
         await asyncio.sleep(0.03)
-
-
-def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    raise AssertionError("no grpc-status-details-bin in trailers")
-
-
-def violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
-    for packed in status_of(err).details:
-        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            packed.Unpack(bad)
-            return [(v.field, v.description) for v in bad.field_violations]
-    return []
-
-
-def reason(err: grpc.aio.AioRpcError) -> str:
-    for packed in status_of(err).details:
-        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            packed.Unpack(info)
-            return str(info.reason)
-    return ""
 
 
 async def outbox_envelopes(postgres_url: str, app: App) -> list[common_pb2.EventEnvelope]:

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from solders.keypair import Keypair
 
+from meshdev.testing.rpc import reason, violations
 from meshdev.testing.servers import TestTokens, channel_for
 from meshkit.server import App
 from tests.nft.integration.support import (
@@ -22,8 +23,6 @@ from tests.nft.integration.support import (
     mint_request,
     outbox_envelopes,
     payer_of,
-    reason,
-    violations,
     wait_job,
 )
 from tickettoken.nft.v1 import events_pb2, nft_pb2, nft_pb2_grpc

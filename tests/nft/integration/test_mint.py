@@ -19,6 +19,7 @@ import pytest
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
+from meshdev.testing.rpc import reason, violations
 from meshkit.server import App
 from nft_service.adapters.chain.token import (
     TOKEN_2022,
@@ -34,9 +35,7 @@ from tests.nft.integration.support import (
     mint_request,
     outbox_events,
     payer_of,
-    reason,
     ticket,
-    violations,
     wait_job,
 )
 from tickettoken.nft.v1 import events_pb2, nft_pb2, nft_pb2_grpc

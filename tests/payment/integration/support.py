@@ -14,7 +14,6 @@ import grpc
 import httpx
 import pytest
 import stripe
-from google.rpc import error_details_pb2, status_pb2
 
 from meshdev.standins.faultproxy import FaultProxy
 from meshdev.testing.servers import TestTokens
@@ -79,32 +78,6 @@ def event_payload(event_type: str, obj: dict[str, Any], event_id: str | None = N
         },
         sort_keys=True,
     ).encode()
-
-
-def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
-    """The google.rpc.Status an error carries in its trailers."""
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            assert isinstance(value, bytes)
-            return status_pb2.Status.FromString(value)
-    raise AssertionError("no grpc-status-details-bin in trailers")
-
-
-def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    for packed in status_of(err).details:
-        info = error_details_pb2.ErrorInfo()
-        if packed.Unpack(info):
-            return info
-    raise AssertionError("no ErrorInfo in the status")
-
-
-def retry_delay(err: grpc.aio.AioRpcError) -> float | None:
-    """RetryInfo's delay in seconds, None when the error carries no RetryInfo."""
-    for packed in status_of(err).details:
-        retry = error_details_pb2.RetryInfo()
-        if packed.Unpack(retry):
-            return float(retry.retry_delay.ToTimedelta().total_seconds())
-    return None
 
 
 @dataclass

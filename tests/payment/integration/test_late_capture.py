@@ -31,6 +31,7 @@ import grpc
 import pytest
 
 from meshdev.standins.faultproxy import FaultProxy
+from meshdev.testing.rpc import error_info, retry_delay
 from meshkit.server import App
 from payment_service.domain.settlement import Cause
 from payment_service.domain.states import CauseKind, PaymentStatus
@@ -44,9 +45,7 @@ from tests.payment.integration.support import (
     PaymentClient,
     StartQuiet,
     created_without_answer,
-    error_info,
     event_payload,
-    retry_delay,
     sign,
     transitions,
 )
