@@ -3,11 +3,10 @@ domain's entities (the servicer uses it for requests and responses)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, cast
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from meshkit.convert import optional_timestamp as ts
+from meshkit.convert import to_datetime
 from nft_service.domain.model import (
     BuyerContact,
     JobView,
@@ -34,14 +33,6 @@ _METHODS = {
 _METHOD_OF: dict[int, RevocationMethod] = {int(n): method for method, n in _METHODS.items()}
 
 
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 # -- requests -----------------------------------------------------------------------------------
 
 
@@ -56,9 +47,7 @@ def ticket_spec(t: nft_pb2.TicketToMint) -> TicketSpec:
         owner_wallet=t.owner_wallet,
         event_name=t.event_name,
         venue_name=t.venue_name,
-        event_starts_at=(
-            t.event_starts_at.ToDatetime(tzinfo=UTC) if t.HasField("event_starts_at") else None
-        ),
+        event_starts_at=(to_datetime(t, "event_starts_at")),
         section=t.section,
         row=t.row,
         seat=t.seat,

@@ -20,8 +20,8 @@ from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from meshkit.convert import optional_timestamp
 from meshkit.events import EventPublisher
 from nft_service.domain.model import BuyerContact, RevocationMethod, TicketNft, TransferReason
 from nft_service.domain.states import MintState
@@ -39,14 +39,6 @@ _METHODS = {
 def event_id(kind: str, *parts: str) -> uuid.UUID:
     """A deterministic event id for `kind` of event about `parts`."""
     return uuid.uuid5(_NAMESPACE, "\x00".join(["nft", kind, *parts]))
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def contact_proto(contact: BuyerContact) -> common_pb2.ContactInfo:
@@ -95,7 +87,7 @@ class TicketEvents:
             custodial=ticket.custodial,
             event_name=ticket.event_name,
             venue_name=ticket.venue_name,
-            event_starts_at=_ts(ticket.event_starts_at),
+            event_starts_at=optional_timestamp(ticket.event_starts_at),
             section=ticket.section,
             row=ticket.row,
             seat=ticket.seat,
@@ -103,7 +95,7 @@ class TicketEvents:
             metadata_uri=ticket.metadata_uri,
             signature=ticket.mint_signature,
             cluster=self.cluster,
-            minted_at=_ts(ticket.minted_at),
+            minted_at=optional_timestamp(ticket.minted_at),
         )
         await self._publish(conn, event, ticket.ticket_id, event_id("minted", ticket.ticket_id))
 
@@ -121,7 +113,7 @@ class TicketEvents:
             error_message=ticket.error_message,
             attempts=ticket.attempts,
             dead_lettered=ticket.mint_state is MintState.DEAD_LETTERED,
-            failed_at=_ts(ticket.updated_at),
+            failed_at=optional_timestamp(ticket.updated_at),
         )
         eid = event_id("mint_failed", ticket.ticket_id, str(round_id))
         await self._publish(conn, event, ticket.ticket_id, eid)
@@ -147,7 +139,7 @@ class TicketEvents:
             reason=int(reason),  # type: ignore[arg-type]
             reference_id=reference_id,
             signature=signature,
-            transferred_at=_ts(ticket.updated_at),
+            transferred_at=optional_timestamp(ticket.updated_at),
         )
         what = signature or f"{ticket.owner_wallet}@{caught_up_from.isoformat()}"
         eid = event_id("transferred", ticket.ticket_id, what)
@@ -164,6 +156,6 @@ class TicketEvents:
             method=_METHODS[method] if method is not None else 0,  # type: ignore[arg-type]
             reference_id=ticket.revoke_reference,
             signature=ticket.revoke_signature,
-            revoked_at=_ts(ticket.revoked_at),
+            revoked_at=optional_timestamp(ticket.revoked_at),
         )
         await self._publish(conn, event, ticket.ticket_id, event_id("revoked", ticket.ticket_id))

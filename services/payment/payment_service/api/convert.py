@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 
+from meshkit.convert import dataclass_from
+from meshkit.convert import timestamp as ts
 from meshkit.errors import FieldViolation, InvalidArgument
 from meshkit.paging import Cursor
 from payment_service.domain.errors import InvalidInput, Violation
@@ -33,7 +35,6 @@ from payment_service.usecases.events import (
     contact_proto,
     event_details_proto,
     money,
-    ts,
 )
 from payment_service.usecases.events import (
     fees_proto as fees_proto,  # shown as is: a quote is the contract's fee breakdown
@@ -87,14 +88,7 @@ def line_items(items: Sequence[payment_pb2.LineItem], currency: str) -> tuple[Li
 
 
 def contact(c: common_pb2.ContactInfo) -> Contact:
-    return Contact(
-        name=c.name,
-        email=c.email,
-        phone=c.phone,
-        wallet_address=c.wallet_address,
-        locale=c.locale,
-        time_zone=c.time_zone,
-    )
+    return dataclass_from(Contact, c)
 
 
 def event_details(e: payment_pb2.EventDetails) -> EventDetails:

@@ -9,10 +9,8 @@ integration never read payment's tables. Their ids derive from the aggregate and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf import timestamp_pb2
-
+from meshkit.convert import message_from
+from meshkit.convert import timestamp as ts
 from payment_service.domain.fees import FeeQuote, Jurisdiction, TaxQuote
 from payment_service.domain.model import Contact, EventDetails, Payment, Payout, Refund
 from tickettoken.common.v1 import common_pb2
@@ -25,21 +23,8 @@ def money(currency: str, amount: int) -> common_pb2.Money:
     return common_pb2.Money(currency=currency, amount_minor=amount)
 
 
-def ts(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
 def contact_proto(c: Contact) -> common_pb2.ContactInfo:
-    return common_pb2.ContactInfo(
-        name=c.name,
-        email=c.email,
-        phone=c.phone,
-        wallet_address=c.wallet_address,
-        locale=c.locale,
-        time_zone=c.time_zone,
-    )
+    return message_from(common_pb2.ContactInfo, c)
 
 
 def event_details_proto(e: EventDetails) -> payment_pb2.EventDetails:
