@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -73,6 +76,27 @@ class ServiceRegistration:
     servicer: object
     policy: Policy
     errors: ErrorMap | None = None
+
+    @classmethod
+    def of(
+        cls,
+        grpc_module: ModuleType,
+        service: str,
+        servicer: object,
+        *,
+        policy: Policy,
+        errors: ErrorMap | None = None,
+    ) -> ServiceRegistration:
+        """The registration of `service` from its generated `*_pb2_grpc` module, e.g.
+        `ServiceRegistration.of(payment_pb2_grpc, "PaymentService", servicer, policy=POLICY)`."""
+        messages = importlib.import_module(grpc_module.__name__.removesuffix("_grpc"))
+        return cls(
+            descriptor=messages.DESCRIPTOR.services_by_name[service],
+            add_to_server=getattr(grpc_module, f"add_{service}Servicer_to_server"),
+            servicer=servicer,
+            policy=policy,
+            errors=errors,
+        )
 
 
 Hook = Callable[[], Awaitable[object]]
@@ -189,6 +213,15 @@ class ServiceDefinition:
     settings_cls: type[KitSettings]
     migrations: MigrationSource
     build: BuildFn
+
+    @classmethod
+    def of(
+        cls, settings_cls: type[KitSettings], build: BuildFn, app_file: str
+    ) -> ServiceDefinition:
+        """The service whose `app.py` is `app_file`, with its migrations in the `migrations/`
+        folder beside it, named after the service."""
+        directory = Path(app_file).parent / "migrations"
+        return cls(settings_cls, MigrationSource(settings_cls.service_name, directory), build)
 
 
 def _auth_from(settings: KitSettings) -> tuple[Authenticator, TokenMinter]:

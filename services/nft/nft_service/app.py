@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import cast
 
-from meshkit.migrations import MigrationSource
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
 from nft_service.adapters.chain import build_chain
 from nft_service.adapters.keys import Derivation, load_derivation_secret, load_payer
@@ -36,7 +34,7 @@ from nft_service.usecases.minting import Minting, MintingRules
 from nft_service.usecases.onchain import TicketsOnChain
 from nft_service.usecases.tickets import Tickets
 from nft_service.usecases.wallet import Wallet, WalletRules
-from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
+from tickettoken.nft.v1 import nft_pb2_grpc
 
 
 def metadata_base_url(settings: NftSettings, kit: Kit) -> Callable[[], str]:
@@ -124,18 +122,14 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         wallet_check.wallet_check(wallet, minting, metrics),
     )
     return [
-        ServiceRegistration(
-            descriptor=nft_pb2.DESCRIPTOR.services_by_name["NftService"],
-            add_to_server=nft_pb2_grpc.add_NftServiceServicer_to_server,
-            servicer=NftServicer(minting=minting, tickets=tickets, custody=custody, wallet=wallet),
+        ServiceRegistration.of(
+            nft_pb2_grpc,
+            "NftService",
+            NftServicer(minting=minting, tickets=tickets, custody=custody, wallet=wallet),
             policy=POLICY,
             errors=to_mesh_error,
         )
     ]
 
 
-DEFINITION = ServiceDefinition(
-    settings_cls=NftSettings,
-    migrations=MigrationSource("nft", Path(__file__).parent / "migrations"),
-    build=build,
-)
+DEFINITION = ServiceDefinition.of(NftSettings, build, __file__)

@@ -9,9 +9,7 @@ reconciliation job and, in dev/test only, the localstripe webhook registration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from meshkit.migrations import MigrationSource
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
 from payment_service.adapters.stripe_gateway import StripeGateway
 from payment_service.api.errors import to_mesh_error
@@ -29,7 +27,7 @@ from payment_service.usecases.reconciliation import Reconciliation, Reconciliati
 from payment_service.usecases.refunds import Refunds
 from payment_service.usecases.settlement import Settlement
 from payment_service.usecases.webhooks import Webhooks
-from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
+from tickettoken.payment.v1 import payment_pb2_grpc
 
 
 async def build(kit: Kit) -> Sequence[ServiceRegistration]:
@@ -116,18 +114,14 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
             kit, gateway, settings.stripe_webhook_secret.get_secret_value()
         )
     return [
-        ServiceRegistration(
-            descriptor=payment_pb2.DESCRIPTOR.services_by_name["PaymentService"],
-            add_to_server=payment_pb2_grpc.add_PaymentServiceServicer_to_server,
-            servicer=servicer,
+        ServiceRegistration.of(
+            payment_pb2_grpc,
+            "PaymentService",
+            servicer,
             policy=POLICY,
             errors=to_mesh_error,
         )
     ]
 
 
-DEFINITION = ServiceDefinition(
-    settings_cls=PaymentSettings,
-    migrations=MigrationSource("payment", Path(__file__).parent / "migrations"),
-    build=build,
-)
+DEFINITION = ServiceDefinition.of(PaymentSettings, build, __file__)
