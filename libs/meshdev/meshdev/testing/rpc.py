@@ -74,7 +74,10 @@ def violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 
 def retry_delay(err: grpc.aio.AioRpcError) -> float | None:
-    """RetryInfo's delay in seconds, None when the error carries no RetryInfo."""
+    """RetryInfo's delay in seconds, None when the error carries no RetryInfo (or no status
+    details at all, as a transport failure)."""
+    if not any(key == "grpc-status-details-bin" for key, _ in err.trailing_metadata() or ()):
+        return None
     retry = detail(err, error_details_pb2.RetryInfo)
     if retry is None:
         return None
