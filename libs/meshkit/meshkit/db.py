@@ -76,6 +76,20 @@ async def create_schema(conn: asyncpg.Connection, schema: str) -> None:
         await conn.execute(statement)
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg ships no types
+    """A pool connection returned without asyncpg's reset query.
+
+    asyncpg resets every connection it takes back (`SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`): one more round trip per acquire, several per RPC. The kit keeps no
+    session state on pooled connections — settings are transaction-local (`set_config(..., true)`),
+    nothing LISTENs, cursors live inside transactions, and the one session advisory lock (the
+    migration lock) is released by its holder, which closes the connection if it cannot — so the
+    query only costs. An open transaction is still rolled back on release, as always."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def _is_retryable(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES
 
@@ -116,6 +130,7 @@ class Database:
             command_timeout=command_timeout,
             timeout=connect_timeout,
             server_settings=settings,
+            connection_class=PooledConnection,
         )
         logger.info(
             "database pool ready",

@@ -262,7 +262,10 @@ async def migrate(
                     await conn.execute("SELECT pg_advisory_unlock($1)", key)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 logger.warning(
-                    "could not release the migration lock",
+                    "could not release the migration lock; closing its connection",
                     extra={"schema": schema, "error": repr(exc)},
                 )
+                # Pooled connections are not reset on release (meshkit.db.PooledConnection):
+                # a session lock must never go back to the pool.
+                conn.terminate()
     return applied

@@ -26,6 +26,7 @@ from payment_service.usecases.payouts import PayoutRules, Payouts
 from payment_service.usecases.reconciliation import Reconciliation, ReconciliationRules
 from payment_service.usecases.refunds import Refunds
 from payment_service.usecases.settlement import Settlement
+from payment_service.usecases.tiers import VenueTiers
 from payment_service.usecases.webhooks import Webhooks
 from tickettoken.payment.v1 import payment_pb2_grpc
 
@@ -47,6 +48,7 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         gas_fee_per_ticket=settings.gas_fee_per_ticket_minor,
         entertainment_tax_bps=settings.entertainment_tax_bps,
     )
+    tiers = VenueTiers(ttl_s=settings.venue_tier_cache_s)
     settlement = Settlement(
         db=kit.db,
         gateway=gateway,
@@ -74,12 +76,18 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         registry=kit.registry,
     )
     servicer = PaymentServicer(
-        fees=Fees(db=kit.db, pricing=pricing, supported_currencies=settings.supported_currencies),
+        fees=Fees(
+            db=kit.db,
+            pricing=pricing,
+            tiers=tiers,
+            supported_currencies=settings.supported_currencies,
+        ),
         payments=Payments(
             db=kit.db,
             gateway=gateway,
             settlement=settlement,
             pricing=pricing,
+            tiers=tiers,
             rules=PaymentRules(
                 supported_currencies=settings.supported_currencies,
                 max_tickets_per_order=settings.max_tickets_per_order,

@@ -80,6 +80,11 @@ class PaymentSettings(KitSettings):
     funds_hold_s: float = Field(
         7 * 86400.0, description="Seconds a venue's sale stays pending before it is available."
     )
+    venue_tier_cache_s: float = Field(
+        60.0,
+        description="How long a process reuses a venue's pricing tier (from its 30-day sales) "
+        "before summing the sales again.",
+    )
     chargeback_reserve_bps: int = Field(
         500, description="Share of a venue's available funds held back for chargebacks (bps)."
     )

@@ -120,3 +120,28 @@ async def test_run_in_tx_rolls_back_on_error(database: Database) -> None:
     with pytest.raises(RuntimeError):
         await database.run_in_tx(fn)
     assert await database.fetch("SELECT * FROM notes") == []
+
+
+async def test_pooled_connections_come_back_without_a_reset_query_and_without_state(
+    postgres_url: str, db_schema: str
+) -> None:
+    """The pool skips asyncpg's reset round trip; transaction-local settings still end with
+    their transaction, and an unfinished transaction is still rolled back on release."""
+    from meshkit.db import PooledConnection
+
+    db = await Database.connect(postgres_url, schema=db_schema, min_size=1, max_size=1)
+    try:
+        async with db.acquire() as conn:
+            assert isinstance(conn, PooledConnection) and conn.get_reset_query() == ""
+        async with db.transaction() as conn:
+            await conn.execute("SELECT set_config('application_name', 'mine', true)")
+        async with db.acquire() as conn:  # the same (only) connection
+            assert await conn.fetchval("SELECT current_setting('application_name')") != "mine"
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("CREATE TABLE left_open (id int)")
+        async with db.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('left_open')") is None
+    finally:
+        await db.close()

@@ -71,6 +71,7 @@ async def start_payment(
             "stripe_api_base": localstripe,
             "reconcile_interval_s": 0,
             "funds_hold_s": 0,
+            "venue_tier_cache_s": 0,
             "refund_rate_limit_per_minute": 1000,
         }
         values.update(overrides)

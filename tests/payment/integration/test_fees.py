@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import grpc
 import pytest
 
+from meshdev.testing.servers import TestTokens, channel_for
 from tests.payment.integration.support import PaymentClient, add_venue
 from tickettoken.common.v1 import common_pb2
-from tickettoken.payment.v1 import payment_pb2
+from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
 
 
 def fees_request(
@@ -130,3 +134,43 @@ async def test_unknown_venue_is_failed_precondition(client: PaymentClient) -> No
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.stub.CalculateFees(fees_request("nowhere"), metadata=client.buyer())
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_venues_tier_is_reused_for_the_cache_period(
+    start_payment: Any, tokens: TestTokens, localstripe: str
+) -> None:
+    """The 30-day sum is not run for every quote: a process reuses a venue's tier for
+    VENUE_TIER_CACHE_S, then sees the new volume."""
+    app = await start_payment(venue_tier_cache_s=0.5)
+    await add_venue(app, "venue-cached")
+    async with channel_for(app) as channel:
+        client = PaymentClient(
+            app=app,
+            stub=payment_pb2_grpc.PaymentServiceStub(channel),
+            tokens=tokens,
+            localstripe=localstripe,
+        )
+        first = await client.stub.CalculateFees(
+            fees_request("venue-cached"), metadata=client.buyer()
+        )
+        assert first.fees.venue_tier == payment_pb2.VENUE_TIER_STARTER
+        await client.fetch(
+            "INSERT INTO journal_transactions (id, kind, object_id, currency, venue_id, cause) "
+            "VALUES ('00000000-0000-0000-0000-0000000000bb', 'charge', 'seed-cached', 'USD', "
+            "'venue-cached', 'test')"
+        )
+        await client.fetch(
+            "INSERT INTO ledger_entries (txn_id, account, venue_id, currency, amount, "
+            "available_at) VALUES ('00000000-0000-0000-0000-0000000000bb', 'venue_payable', "
+            "'venue-cached', 'USD', -2000000, now()), ('00000000-0000-0000-0000-0000000000bb', "
+            "'stripe_clearing', NULL, 'USD', 2000000, NULL)"
+        )
+        cached = await client.stub.CalculateFees(
+            fees_request("venue-cached"), metadata=client.buyer()
+        )
+        assert cached.fees.venue_tier == payment_pb2.VENUE_TIER_STARTER
+        await asyncio.sleep(0.6)
+        fresh = await client.stub.CalculateFees(
+            fees_request("venue-cached"), metadata=client.buyer()
+        )
+        assert fresh.fees.venue_tier == payment_pb2.VENUE_TIER_PRO

@@ -6,20 +6,26 @@ from collections.abc import Sequence
 
 from meshkit.db import Database
 from payment_service.domain.cart import price_cart
-from payment_service.domain.fees import FeeQuote, Jurisdiction, Pricing, VenueTier, tier_for_volume
+from payment_service.domain.fees import FeeQuote, Jurisdiction, Pricing, VenueTier
 from payment_service.domain.model import LineItem
-from payment_service.store import ledger
 from payment_service.usecases.reads import venue_jurisdiction
+from payment_service.usecases.tiers import VenueTiers
 
 
 class Fees:
     """Fee quotes (build once at start)."""
 
     def __init__(
-        self, *, db: Database, pricing: Pricing, supported_currencies: Sequence[str]
+        self,
+        *,
+        db: Database,
+        pricing: Pricing,
+        tiers: VenueTiers,
+        supported_currencies: Sequence[str],
     ) -> None:
         self.db = db
         self.pricing = pricing
+        self.tiers = tiers
         self.supported_currencies = supported_currencies
 
     async def calculate(
@@ -37,5 +43,5 @@ class Fees:
             if jurisdiction is None:
                 jurisdiction = await venue_jurisdiction(conn, venue_id)
             if tier is None:
-                tier = tier_for_volume(await ledger.venue_volume(conn, venue_id))
+                tier = await self.tiers.of(conn, venue_id)
         return self.pricing.quote(currency, cart.subtotal, cart.ticket_count, tier, jurisdiction)

@@ -25,7 +25,7 @@ from payment_service.adapters.stripe_gateway import StripeGateway, StripeRejecte
 from payment_service.domain import ids, provider
 from payment_service.domain.cart import check_total, price_cart
 from payment_service.domain.errors import PaymentNotFound, TotalMismatch
-from payment_service.domain.fees import Pricing, tier_for_volume
+from payment_service.domain.fees import Pricing
 from payment_service.domain.model import (
     Contact,
     EventDetails,
@@ -36,9 +36,10 @@ from payment_service.domain.model import (
 )
 from payment_service.domain.settlement import Cause
 from payment_service.domain.states import CauseKind, PaymentStatus
-from payment_service.store import ledger, payments, refunds
+from payment_service.store import payments, refunds
 from payment_service.usecases.reads import PaymentView, load, venue_jurisdiction
 from payment_service.usecases.settlement import Settlement
+from payment_service.usecases.tiers import VenueTiers
 
 CREATE = Cause(CauseKind.RPC, "CreatePayment")
 
@@ -81,12 +82,14 @@ class Payments:
         gateway: StripeGateway,
         settlement: Settlement,
         pricing: Pricing,
+        tiers: VenueTiers,
         rules: PaymentRules,
     ) -> None:
         self.db = db
         self.gateway = gateway
         self.settlement = settlement
         self.pricing = pricing
+        self.tiers = tiers
         self.rules = rules
 
     async def create(self, order: CreatePayment, *, actor: str) -> PaymentView:
@@ -100,7 +103,7 @@ class Payments:
         payment_id = ids.payment_id(actor, order.idempotency_key)
         async with self.db.transaction() as conn:
             jurisdiction = await venue_jurisdiction(conn, order.venue_id)
-            tier = tier_for_volume(await ledger.venue_volume(conn, order.venue_id))
+            tier = await self.tiers.of(conn, order.venue_id)
             quote = self.pricing.quote(
                 order.currency, cart.subtotal, cart.ticket_count, tier, jurisdiction
             )
