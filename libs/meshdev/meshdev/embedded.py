@@ -36,14 +36,19 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
+
+from meshdev.standins.smtp import KeptMessage, Mailbox
 
 __all__ = [
+    "DevSmtp",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServerError",
     "LocalStripe",
+    "SendGridStandIn",
     "StripeStandIn",
+    "TwilioStandIn",
     "free_port",
 ]
 
@@ -586,3 +591,354 @@ def _ensure_traversable(path: Path) -> None:
         mode = p.stat().st_mode
         if not mode & stat.S_IXOTH:
             p.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
+
+
+# -- the messaging stand-ins as processes (SMTP sink, SendGrid, Twilio) --------------------------
+
+
+class DevSmtp(_ServerProcess):
+    """The SMTP sink (`meshdev.standins.smtp`) as a child process: a real SMTP server on
+    127.0.0.1 that accepts every message and keeps it as an `.eml` file in `mail_dir`.
+
+    Point a service's SMTP settings at `host`:`port` (no TLS; AUTH optional, any login unless
+    `credentials` are given). `messages()` / `wait_for()` read the kept files; `refuse_next()`,
+    `drop_next()` and `refuse_recipients()` script faults over SMTP itself (`XFAULT`).
+    """
+
+    name = "smtp"
+    stop_signal = signal.SIGTERM
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 0,
+        *,
+        mail_dir: Path | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        super().__init__(base_dir, port)
+        self.mail_dir = Path(mail_dir).resolve() if mail_dir is not None else self.base_dir / "mail"
+        self.credentials = credentials
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def _prepare(self) -> None:
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "meshdev.standins.smtp", "--port", str(self.port)]
+        cmd += ["--dir", str(self.mail_dir)]
+        if self.credentials is not None:
+            cmd += ["--login", self.credentials[0], "--password", self.credentials[1]]
+        return cmd
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                ready = sock.recv(64).startswith(b"220")
+                sock.sendall(b"QUIT\r\n")
+                return ready
+        except OSError:
+            return False
+
+    # -- the kept mail ----------------------------------------------------------------------------
+    @property
+    def mailbox(self) -> Mailbox:
+        return Mailbox(self.mail_dir)
+
+    def messages(self) -> list[KeptMessage]:
+        """Every kept message, oldest first."""
+        return self.mailbox.messages()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[KeptMessage]:
+        """Block until `mail_dir` holds at least `count` messages; return them all."""
+        return self.mailbox.wait_for(count, timeout)
+
+    def clear(self) -> int:
+        """Delete every kept message; returns how many."""
+        return self.mailbox.clear()
+
+    # -- faults -----------------------------------------------------------------------------------
+    def refuse_next(self, count: int = 1, *, permanent: bool = False) -> None:
+        """Refuse the next `count` messages with 451 (transient) or, `permanent`, 554."""
+        self._xfault(f"REFUSE {count} {'PERM' if permanent else 'TEMP'}")
+
+    def drop_next(self, count: int = 1) -> None:
+        """Keep the next `count` messages but drop the connection instead of answering 250."""
+        self._xfault(f"DROP {count}")
+
+    def refuse_recipients(self, *addresses: str) -> None:
+        """Answer 550 5.1.1 at RCPT for these addresses."""
+        for address in addresses:
+            self._xfault(f"RCPT {address}")
+
+    def clear_faults(self) -> None:
+        self._xfault("CLEAR")
+
+    def _xfault(self, arg: str) -> None:
+        import smtplib
+
+        with smtplib.SMTP(self.host, self.port, timeout=10) as client:
+            code, reply = client.docmd("XFAULT", arg)
+        if code != 250:
+            raise EmbeddedServerError(f"XFAULT {arg}: {code} {reply.decode(errors='replace')}")
+
+
+class _HttpStandIn(_ServerProcess):
+    """A `meshdev.standins` HTTP stand-in as a child process, driven through the JSON control
+    API it serves under `/_standin/`.
+
+    The control calls are synchronous. One that makes the stand-in post a webhook (`emit...`,
+    `inbound`) waits for the receiver's answer: from async code whose own event loop serves that
+    receiver, call it through `asyncio.to_thread`.
+    """
+
+    module = ""
+    stop_signal = signal.SIGTERM
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _args(self) -> list[str]:
+        return []
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, "--port", str(self.port), *self._args()]
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
+
+    def _ready(self) -> bool:
+        return _http_ok(self.port, "/_standin/health")
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One control API call; its JSON answer (an error status raises EmbeddedServerError)."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(  # noqa: S310 - our own server on 127.0.0.1
+            f"{self.url}/_standin/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        # No proxy: a configured HTTP proxy must not see (or break) loopback calls.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=60) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise EmbeddedServerError(f"{self.name} {method} {path}: {exc.code} {detail}") from None
+
+    # -- shared control calls ---------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """What the stand-in runs with (keys, URLs, limits, call counters)."""
+        result: dict[str, Any] = self._call("GET", "settings")
+        return result
+
+    def configure(self, **fields: Any) -> dict[str, Any]:
+        """Change settings while it runs (see the module's `_configure`); returns `settings()`."""
+        result: dict[str, Any] = self._call("PATCH", "config", fields)
+        return result
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message the API accepted, oldest first."""
+        result: list[dict[str, Any]] = self._call("GET", "messages")
+        return result
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every webhook POST made and the receiver's answer (`status`, `body`, `headers`)."""
+        result: list[dict[str, Any]] = self._call("GET", "deliveries")
+        return result
+
+    def fail_next(self, count: int = 1, status: int = 503) -> None:
+        """Answer the next `count` API calls with `status`."""
+        self._call("POST", "faults", {"count": count, "status": status})
+
+    def throttle_next(self, count: int = 1, retry_after: int = 1) -> None:
+        """Answer the next `count` API calls 429 with `Retry-After`."""
+        self._call("POST", "faults", {"count": count, "status": 429, "retry_after": retry_after})
+
+    def slow_next(self, count: int = 1, delay_s: float = 1.0) -> None:
+        """Answer the next `count` API calls normally, after `delay_s`."""
+        self._call("POST", "faults", {"count": count, "status": 0, "delay_s": delay_s})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def reset(self) -> None:
+        """Forget messages, deliveries, faults, outcomes and rate windows."""
+        self._call("POST", "reset", {})
+
+
+class SendGridStandIn(_HttpStandIn):
+    """The SendGrid stand-in (`meshdev.standins.sendgrid`) as a child process: v3 Mail Send with
+    SendGrid's auth, 400s, rate-limit headers and 429, and a signed Event Webhook.
+
+    A service is configured with `url` (`SendGridAPIClient(api_key, host=url)`), `api_key`, and
+    `public_key` (the Event Webhook verification key, base64 DER as SendGrid's settings page
+    shows it). The signing key lives in `base_dir/sendgrid-event-webhook-key.pem` and is reused
+    on restart, so a dev service's configured public key stays valid.
+    """
+
+    name = "sendgrid"
+    module = "meshdev.standins.sendgrid"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        webhook_url: str | None = None,
+        auto_events: bool = False,
+        rate_limit: int | None = 600,
+        rate_period_s: float = 60.0,
+    ) -> None:
+        from meshdev.standins.sendgrid import DEV_API_KEY
+
+        super().__init__(base_dir, port)
+        self.api_key = api_key or DEV_API_KEY
+        self.webhook_url = webhook_url
+        self.auto_events = auto_events
+        self.rate_limit = rate_limit
+        self.rate_period_s = rate_period_s
+        self.key_path = self.base_dir / "sendgrid-event-webhook-key.pem"
+
+    @property
+    def public_key(self) -> str:
+        """The Event Webhook verification key: base64 of the DER SubjectPublicKeyInfo."""
+        from meshdev.standins.sendgrid import load_or_create_signing_key, public_key_base64
+
+        return public_key_base64(load_or_create_signing_key(self.key_path))
+
+    @property
+    def public_key_pem(self) -> str:
+        from meshdev.standins.sendgrid import load_or_create_signing_key, public_key_pem
+
+        return public_key_pem(load_or_create_signing_key(self.key_path))
+
+    def _prepare(self) -> None:
+        from meshdev.standins.sendgrid import load_or_create_signing_key
+
+        load_or_create_signing_key(self.key_path)
+
+    def _args(self) -> list[str]:
+        args = ["--api-key", self.api_key, "--signing-key", str(self.key_path)]
+        args += [
+            "--rate-limit",
+            str(self.rate_limit or 0),
+            "--rate-period",
+            str(self.rate_period_s),
+        ]
+        if self.webhook_url:
+            args += ["--webhook-url", self.webhook_url]
+        if self.auto_events:
+            args.append("--auto-events")
+        return args
+
+    def set_outcome(self, email: str, event: str = "bounce", **fields: Any) -> None:
+        """What automatic events report for `email` (`bounce`, `dropped`, ...)."""
+        self._call("POST", "outcomes", {"email": email, "event": event, **fields})
+
+    def emit(self, message_id: str, event: str = "delivered", **fields: Any) -> dict[str, Any]:
+        """Post a signed `event` for a kept message (options as `SendGridServer.emit`: `email`,
+        `url`, `signed_at`, `forge`, event fields); returns the delivery and its answer."""
+        result: dict[str, Any] = self._call(
+            "POST", "events", {"message_id": message_id, "event": event, **fields}
+        )
+        return result
+
+
+class TwilioStandIn(_HttpStandIn):
+    """The Twilio stand-in (`meshdev.standins.twilio`) as a child process: the Messages API with
+    Twilio's Basic auth, 20429 and 21211, signed status callbacks and inbound replies.
+
+    A service is configured with `url` (`client.api.base_url = url`), `account_sid`,
+    `auth_token` (which also verifies the callbacks' `X-Twilio-Signature`) and a sender:
+    `phone_number` (any E.164 `From` is accepted) or `messaging_service_sid`.
+    """
+
+    name = "twilio"
+    module = "meshdev.standins.twilio"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 0,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        inbound_url: str | None = None,
+        auto_callbacks: bool = True,
+        max_concurrency: int | None = 100,
+        rate_per_s: int | None = None,
+    ) -> None:
+        from meshdev.standins.twilio import (
+            DEV_ACCOUNT_SID,
+            DEV_AUTH_TOKEN,
+            DEV_MESSAGING_SERVICE_SID,
+            DEV_PHONE_NUMBER,
+        )
+
+        super().__init__(base_dir, port)
+        self.account_sid = account_sid or DEV_ACCOUNT_SID
+        self.auth_token = auth_token or DEV_AUTH_TOKEN
+        self.phone_number = DEV_PHONE_NUMBER
+        self.messaging_service_sid = DEV_MESSAGING_SERVICE_SID
+        self.inbound_url = inbound_url
+        self.auto_callbacks = auto_callbacks
+        self.max_concurrency = max_concurrency
+        self.rate_per_s = rate_per_s
+
+    def _args(self) -> list[str]:
+        args = ["--account-sid", self.account_sid, "--auth-token", self.auth_token]
+        args += ["--max-concurrency", str(self.max_concurrency or 0)]
+        args += ["--rate-per-s", str(self.rate_per_s or 0)]
+        if self.inbound_url:
+            args += ["--inbound-url", self.inbound_url]
+        if not self.auto_callbacks:
+            args.append("--no-callbacks")
+        return args
+
+    def set_outcome(
+        self, to: str, status: str = "undelivered", error_code: int | None = 30003
+    ) -> None:
+        """What the automatic final status callback reports for messages to `to`."""
+        self._call("POST", "outcomes", {"to": to, "status": status, "error_code": error_code})
+
+    def emit_status(
+        self, sid: str, status: str, error_code: int | None = None, *, forge: bool = False
+    ) -> dict[str, Any]:
+        """Move a message to `status` and post its signed status callback; returns the delivery."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            "status",
+            {"sid": sid, "status": status, "error_code": error_code, "forge": forge},
+        )
+        return result
+
+    def inbound(
+        self, from_: str, body: str = "STOP", *, to: str | None = None, forge: bool = False
+    ) -> dict[str, Any]:
+        """A handset `from_` replies `body` to our number: a signed POST to the inbound URL."""
+        spec: dict[str, Any] = {"from": from_, "body": body, "forge": forge}
+        if to is not None:
+            spec["to"] = to
+        result: dict[str, Any] = self._call("POST", "inbound", spec)
+        return result
