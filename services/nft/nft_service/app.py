@@ -1,12 +1,13 @@
 """Wiring of the nft service: build everything once from the kit's shared resources, hand it in.
 
   keys (start-up fails on a missing or malformed payer key in production) → the chain (LiteSVM
-  or RPC, per settings) → the shared steps (tickets on chain, events) → the use cases → the
-  servicer, the metadata route, the minters and the wallet check.
+  or RPC, per settings) and the metadata fetcher (both through the kit's guards) → the shared
+  steps (tickets on chain, events) → the use cases → the servicer, the metadata routes, the
+  minters and the wallet check.
 
-Lifecycle (the kit's hooks): at start, once the ports are bound, the chain starts (and reads the
-rent) and, outside production, the payer is airdropped; at stop, after the minters finished
-their round, the chain is closed.
+Lifecycle (the kit's hooks): at start, once the ports are bound, the chain starts (and tries to
+read the rent) and, outside production, the payer is airdropped; at stop, after the minters
+finished their round, the chain and the fetcher are closed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import cast
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
 from nft_service.adapters.chain import build_chain
 from nft_service.adapters.keys import Derivation, load_derivation_secret, load_payer
+from nft_service.adapters.metadata_http import PROVIDER as METADATA_PROVIDER
+from nft_service.adapters.metadata_http import MetadataFetcher
 from nft_service.api.errors import to_mesh_error
 from nft_service.api.servicer import NftServicer
 from nft_service.domain.model import RevocationMethod
 from nft_service.domain.retry import RetryPolicy
-from nft_service.http.metadata import ROUTE, MetadataRoute
+from nft_service.http.metadata import LEGACY_ROUTE, ROUTE, MetadataRoute
 from nft_service.jobs import wallet_check
 from nft_service.jobs.minter import Minter, MinterDeps, MinterSettings
 from nft_service.policy import POLICY
@@ -39,11 +42,11 @@ from tickettoken.nft.v1 import nft_pb2_grpc
 
 def metadata_base_url(settings: NftSettings, kit: Kit) -> Callable[[], str]:
     """The public base of the metadata uris: the setting, else this process's HTTP port (known
-    once bound, hence a function)."""
+    once bound, hence a function) and the route's path."""
     configured = settings.nft_metadata_base_url.rstrip("/")
     if configured:
         return lambda: configured
-    return lambda: kit.http.local_url("/metadata")
+    return lambda: kit.http.local_url(ROUTE.split("/{", 1)[0])
 
 
 async def build(kit: Kit) -> Sequence[ServiceRegistration]:
@@ -51,6 +54,7 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
     payer = load_payer(settings)
     derivation = Derivation(load_derivation_secret(settings))
     chain = build_chain(settings, kit.guards["solana"])
+    fetcher = MetadataFetcher(kit.guards[METADATA_PROVIDER])
     metrics = NftMetrics(kit.registry)
     base_url = metadata_base_url(settings, kit)
     wake = asyncio.Event()
@@ -65,7 +69,7 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         base_url=base_url,
         wake=wake,
     )
-    tickets = Tickets(db=kit.db, onchain=onchain)
+    tickets = Tickets(db=kit.db, onchain=onchain, fetcher=fetcher)
     custody = Custody(
         db=kit.db,
         chain=chain,
@@ -92,7 +96,10 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
     if not settings.is_production:
         kit.on_start(wallet.fund_for_dev)
     kit.on_stop(chain.close)  # after the workers: the kit stops them before its stop hooks
-    kit.add_http_route("GET", ROUTE, MetadataRoute(tickets).handle)
+    kit.on_stop(fetcher.close)
+    route = MetadataRoute(tickets)
+    kit.add_http_route("GET", ROUTE, route.by_address)
+    kit.add_http_route("GET", LEGACY_ROUTE, route.by_sha)
     minter_deps = MinterDeps(
         db=kit.db,
         chain=chain,

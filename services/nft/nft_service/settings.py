@@ -2,7 +2,8 @@
 
 The chain is chosen here: `SOLANA_CHAIN=local` runs LiteSVM in-process (the default for `make run`
 and the tests), `SOLANA_CHAIN=rpc` talks to any Solana JSON-RPC endpoint. Production refuses the
-local chain, loopback RPC stand-ins, dev keys and a loopback metadata URL.
+local chain, loopback RPC stand-ins, dev keys, and a loopback or long metadata base URL (every
+byte of a ticket's uri is rent the payer pays).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from meshkit.settings import KitSettings, is_local_url
+from nft_service.domain.metadata import MAX_PRODUCTION_BASE_URL_CHARS, MAX_SYMBOL_BYTES
 
 LAMPORTS_PER_SOL = 1_000_000_000
 
@@ -91,10 +93,17 @@ class NftSettings(KitSettings):
     # --- metadata ---------------------------------------------------------------------------
     nft_metadata_base_url: str = Field(
         "",
-        description="Public base URL of the metadata route (the on-chain uri is "
-        "<base>/<sha256>.json); dev default http://<HTTP_HOST>:<http port>/metadata.",
+        description="Public base URL of the metadata documents, which the HTTP port serves at "
+        "GET /m/<address>: the on-chain uri is <base>/<base58 sha256 of the JSON>, and every "
+        "byte of it costs 6,960 lamports of rent per ticket, so production refuses a base "
+        f"longer than {MAX_PRODUCTION_BASE_URL_CHARS} characters (e.g. https://tkt.example/m, "
+        "21); dev default http://<HTTP_HOST>:<http port>/m.",
     )
-    nft_symbol: str = Field("TIX", description="Token symbol written on every ticket NFT.")
+    nft_symbol: str = Field(
+        "TIX",
+        description=f"Token symbol written on every ticket NFT (at most {MAX_SYMBOL_BYTES} "
+        "bytes, UTF-8).",
+    )
 
     # --- minting ----------------------------------------------------------------------------
     nft_max_batch: int = Field(100, description="Maximum tickets in one MintTickets request.")
@@ -124,6 +133,13 @@ class NftSettings(KitSettings):
     nft_wallet_check_interval_s: float = Field(
         60.0, description="How often the minting wallet balance gauge is refreshed."
     )
+
+    @field_validator("nft_symbol")
+    @classmethod
+    def _check_symbol(cls, value: str) -> str:
+        if len(value.encode()) > MAX_SYMBOL_BYTES:
+            raise ValueError(f"at most {MAX_SYMBOL_BYTES} bytes (UTF-8), got {len(value.encode())}")
+        return value
 
     # --- derived values -----------------------------------------------------------------------
     @property
@@ -162,6 +178,11 @@ class NftSettings(KitSettings):
             problems.append("NFT_METADATA_BASE_URL points at this machine")
         elif not self.nft_metadata_base_url.startswith("https://"):
             problems.append("NFT_METADATA_BASE_URL must be https")
+        elif len(self.nft_metadata_base_url.rstrip("/")) > MAX_PRODUCTION_BASE_URL_CHARS:
+            problems.append(
+                f"NFT_METADATA_BASE_URL is longer than {MAX_PRODUCTION_BASE_URL_CHARS} characters "
+                "(every byte of a ticket's uri costs 6,960 lamports of rent)"
+            )
         return problems
 
     def _under_dev_dir(self, path: str) -> bool:

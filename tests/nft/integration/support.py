@@ -17,10 +17,22 @@ from solders.pubkey import Pubkey
 
 from meshdev.standins.solana_rpc import LiteSvmRpcServer
 from meshkit.server import App
+from nft_service.adapters.chain import TxStatus
 from nft_service.adapters.chain.local import LocalChain
-from nft_service.adapters.chain.token import TOKEN_2022, decode_mint
+from nft_service.adapters.chain.token import (
+    MINT_FUNDING,
+    SIGNATURE_FEE,
+    TOKEN_2022,
+    TOKEN_ACCOUNT_SPACE,
+    decode_mint,
+    mint_account_len,
+    mint_address,
+    mint_instructions,
+    sign,
+)
 from nft_service.adapters.keys import Derivation, load_derivation_secret, load_payer
 from nft_service.api.servicer import NftServicer
+from nft_service.domain.metadata import TicketMetadata, canonical, legacy_metadata_uri
 from nft_service.settings import NftSettings
 from tickettoken.common.v1 import common_pb2
 from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
@@ -194,3 +206,93 @@ def rpc_settings(server: LiteSvmRpcServer, **overrides: Any) -> dict[str, Any]:
     }
     values.update(overrides)
     return values
+
+
+async def schema_execute(postgres_url: str, app: App, sql: str, *args: Any) -> None:
+    """Run one statement in the app's schema (what an operator, or an attacker, could do)."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'SET search_path TO "{app.settings.schema_name}"')
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+LEGACY_FACTS = (
+    ("event", "The Band: Fall Tour"),
+    ("venue", "Grand Hall"),
+    ("date", "2026-05-01T20:00:00Z"),
+    ("section", "A"),
+    ("row", "12"),
+    ("seat", "0"),
+    ("type", "VIP"),
+)
+
+
+async def mint_legacy_ticket(
+    app: App,
+    stub: nft_pb2_grpc.NftServiceStub,
+    md: Any,
+    postgres_url: str,
+    *,
+    owner: str = "",
+) -> nft_pb2.TicketMintResult:
+    """A ticket as the earlier layout minted it: the facts as additional fields on the mint,
+    the uri `<base>/metadata/<sha256 hex>.json`, and a document without the mint address.
+
+    It is minted on chain at the address the service derives for it, then queued with
+    MintTickets: the minter finds it there as ours (nothing sent twice) and records it; our
+    record then gets the earlier uri and document, as a ticket minted before would have."""
+    request = mint_request(count=1, owner=owner)
+    spec = request.tickets[0]
+    payer = load_payer(_settings(app))
+    derivation = derivation_of(app)
+    seed = derivation.mint_seed(request.payment_id, spec.ticket_id)
+    mint = mint_address(payer.pubkey(), seed)
+    holder = Pubkey.from_string(owner) if owner else derivation.custodial_address("buyer-1")
+    document = {
+        "name": spec.event_name,
+        "symbol": "TIX",
+        "description": "VIP ticket for The Band: Fall Tour at Grand Hall.",
+        "image": spec.image_url,
+        "attributes": [{"trait_type": k, "value": v} for k, v in LEGACY_FACTS],
+        "properties": {"category": "image", "ticket_id": spec.ticket_id, "event_id": "event-1"},
+    }
+    sha, body = canonical(document)
+    uri = legacy_metadata_uri(f"http://127.0.0.1:{app.http_port}/metadata", sha)
+    metadata = TicketMetadata(spec.event_name, "TIX", uri, fields=LEGACY_FACTS)
+    chain = local_chain(app)
+    lamports = await chain.rent_exempt_minimum(mint_account_len(metadata))
+    blockhash = await chain.latest_blockhash()
+    ixs = mint_instructions(
+        payer=payer.pubkey(), seed=seed, holder=holder, metadata=metadata, mint_lamports=lamports
+    )
+    outcome = await chain.submit(sign(ixs, payer, blockhash.blockhash), blockhash, MINT_FUNDING)
+    assert outcome.status is TxStatus.LANDED, outcome
+
+    reply = await stub.MintTickets(request, metadata=md)
+    job = await wait_job(stub, md, reply.job.id)
+    (result,) = job.results
+    assert result.state == nft_pb2.MINT_STATE_MINTED and result.mint_address == str(mint)
+    await schema_execute(
+        postgres_url,
+        app,
+        "INSERT INTO nft_metadata (sha, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        sha,
+        body,
+    )
+    cost = lamports + await chain.rent_exempt_minimum(TOKEN_ACCOUNT_SPACE) + SIGNATURE_FEE
+    await schema_execute(
+        postgres_url,
+        app,
+        "UPDATE ticket_nfts SET metadata_sha = $2, metadata_uri = $3, token_name = NULL, "
+        "token_symbol = NULL, cost_lamports = $4, mint_size = NULL WHERE ticket_id = $1",
+        result.ticket_id,
+        sha,
+        uri,
+        cost,
+    )
+    legacy = nft_pb2.TicketMintResult()
+    legacy.CopyFrom(result)
+    legacy.metadata_uri = uri
+    return legacy

@@ -1,4 +1,5 @@
-"""MintTickets over gRPC, minted on LiteSVM: what lands on chain, exactly once, and bad input.
+"""MintTickets over gRPC, minted on LiteSVM: what lands on chain (name, symbol and a
+content-addressed uri, nothing else), what it cost, exactly once, and bad input.
 
 The service runs in-process on port 0 against the embedded Postgres and Redis with its local
 chain; tickets are read back from the chain itself (not from our records).
@@ -22,11 +23,14 @@ from solders.pubkey import Pubkey
 from meshdev.testing.rpc import reason, violations
 from meshkit.server import App
 from nft_service.adapters.chain.token import (
+    SIGNATURE_FEE,
     TOKEN_2022,
+    TOKEN_ACCOUNT_SPACE,
     associated_token_address,
     decode_mint,
     decode_token_account,
 )
+from nft_service.domain.metadata import b58encode
 from tests.nft.integration.support import (
     AUD,
     Start,
@@ -47,6 +51,10 @@ async def test_minted_ticket_read_back_from_chain(
     holder = Keypair().pubkey()
     request = mint_request(count=1, owner=str(holder))
     request.tickets.append(ticket("custodial-1", seat="8"))  # no wallet: custodial
+    request.tickets[1].name = "BAND A12-8"
+    chain = local_chain(nft_app)
+    payer = payer_of(nft_app)
+    balance_before = (await chain.get_balance(payer)).lamports
     reply = await stub.MintTickets(request, metadata=payment_md)
     assert reply.job.status == nft_pb2.MINT_JOB_STATUS_QUEUED
     assert [r.state for r in reply.job.results] == [nft_pb2.MINT_STATE_QUEUED] * 2
@@ -57,7 +65,6 @@ async def test_minted_ticket_read_back_from_chain(
     assert custodial.custodial and custodial.owner_wallet != str(holder)
     assert first.mint_address == reply.job.results[0].mint_address  # fixed before the send
 
-    chain = local_chain(nft_app)
     mint = Pubkey.from_string(first.mint_address)
     accounts = await chain.get_accounts([mint, associated_token_address(holder, mint)])
     mint_account, ata = accounts.accounts
@@ -66,34 +73,45 @@ async def test_minted_ticket_read_back_from_chain(
     assert state.decimals == 0
     assert state.supply == 1
     assert state.mint_authority is None
-    assert state.name == "The Band: Fall Tour"
+    assert state.name == "The Band: Fall Tour A-12-0"  # no name given: event and seat
     assert state.symbol == "TIX"
     assert state.uri == first.metadata_uri
-    assert state.fields == {
-        "event": "The Band: Fall Tour",
-        "venue": "Grand Hall",
-        "date": "2026-05-01T20:00:00Z",
-        "section": "A",
-        "row": "12",
-        "seat": "0",
-        "type": "VIP",
-    }
-    payer = payer_of(nft_app)
+    assert state.fields == {}  # the facts are in the JSON only
     assert state.permanent_delegate == payer and state.freeze_authority == payer
+    assert state.metadata_address == mint and state.update_authority == payer
+    # Exactly the bytes name, symbol and uri need, funded with exactly the rent for them.
+    size = len(bytes(mint_account.data))
+    assert size == 354 + len(f"{state.name}{state.symbol}{state.uri}".encode())
+    mint_rent = await chain.rent_exempt_minimum(size)
+    assert mint_account.lamports == mint_rent
     assert ata is not None
     token = decode_token_account(bytes(ata.data))
     assert (token.owner, token.amount, token.frozen) == (holder, 1, False)
 
-    # The off-chain metadata: served over HTTP at the on-chain uri, content-addressed.
+    # The off-chain metadata: served over HTTP at the on-chain uri, which is its content
+    # address (base58 sha256, no suffix); the facts are its attributes, the mint in properties.
+    assert state.uri == f"http://127.0.0.1:{nft_app.http_port}/m/{state.uri.rsplit('/', 1)[1]}"
     async with aiohttp.ClientSession() as session, session.get(state.uri) as resp:
         assert resp.status == 200
         body = await resp.read()
-    sha = state.uri.rsplit("/", 1)[1].removesuffix(".json")
-    assert hashlib.sha256(body).hexdigest() == sha
+    assert b58encode(hashlib.sha256(body).digest()) == state.uri.rsplit("/", 1)[1]
     document = json.loads(body)
     assert {"name", "symbol", "description", "image", "attributes", "properties"} <= set(document)
+    assert (document["name"], document["symbol"]) == (state.name, state.symbol)
+    assert document["properties"]["mint_address"] == first.mint_address
     traits = {a["trait_type"]: a["value"] for a in document["attributes"]}
-    assert traits["Venue"] == "Grand Hall" and traits["Door"] == "North"
+    assert traits == {
+        "Event": "The Band: Fall Tour",
+        "Venue": "Grand Hall",
+        "Date": "2026-05-01T20:00:00Z",
+        "Section": "A",
+        "Row": "12",
+        "Seat": "0",
+        "Ticket Type": "VIP",
+        "Door": "North",
+    }
+    (other,) = (await chain.get_accounts([Pubkey.from_string(custodial.mint_address)])).accounts
+    assert other is not None and decode_mint(bytes(other.data)).name == "BAND A12-8"
 
     # Our record agrees with the chain.
     got = await stub.GetTicketNft(
@@ -104,6 +122,18 @@ async def test_minted_ticket_read_back_from_chain(
     assert got.nft.mint_signature == first.signature
     assert got.on_chain.exists and got.on_chain.matches_record
     assert got.on_chain.holder_wallet == str(holder)
+    assert got.nft.name == state.name
+
+    # The recorded cost is both rents at the chain's rent for these sizes plus the fee, and is
+    # what the payer's balance lost.
+    token_account_rent = await chain.rent_exempt_minimum(TOKEN_ACCOUNT_SPACE)
+    assert got.nft.mint_account_size == size
+    assert got.nft.cost_lamports == mint_rent + token_account_rent + SIGNATURE_FEE
+    other_nft = await stub.GetTicketNft(
+        nft_pb2.GetTicketNftRequest(ticket_id=custodial.ticket_id), metadata=payment_md
+    )
+    spent = balance_before - (await chain.get_balance(payer)).lamports
+    assert spent == got.nft.cost_lamports + other_nft.nft.cost_lamports
 
     minted = await outbox_events(postgres_url, nft_app, events_pb2.TicketMinted)
     assert sorted(e.ticket_id for e in minted if e.payment_id == request.payment_id) == sorted(
@@ -190,6 +220,9 @@ async def test_bad_input_is_invalid_argument_and_mints_nothing(
     too_long = mint_request(count=1)
     too_long.tickets[0].event_name = "x" * 65
     cases.append((too_long, "tickets[0].event_name"))
+    long_name = mint_request(count=2)
+    long_name.tickets[1].name = "é" * 16 + "x"  # 16 characters, 33 bytes
+    cases.append((long_name, "tickets[1].name"))
     duplicate = mint_request(count=2)
     duplicate.tickets[1].ticket_id = duplicate.tickets[0].ticket_id
     cases.append((duplicate, "tickets[1].ticket_id"))

@@ -17,6 +17,7 @@ from nft_service.adapters.chain import LocalChain
 from nft_service.adapters.chain.token import decode_mint
 from nft_service.adapters.keys import Derivation
 from nft_service.app import DEFINITION
+from nft_service.domain.metadata import default_name, legacy_metadata_uri
 from nft_service.domain.model import BuyerContact, MintRequest, Priority, TicketSpec
 from nft_service.domain.retry import RetryPolicy
 from nft_service.domain.states import JobStatus, MintState
@@ -132,5 +133,62 @@ async def test_minter_runs_on_the_dependencies_it_is_given(
             minted = events_pb2.TicketMinted()
             assert envelope.payload.Unpack(minted)
             assert minted.buyer_contact.email == "ada@example.com"
+    finally:
+        await chain.close()
+
+
+async def test_ticket_queued_without_name_or_symbol_mints_with_the_defaults(
+    database: Database, db_schema: str
+) -> None:
+    """A row without token_name / token_symbol (queued before they were recorded) and with a
+    `<base>/<sha256>.json` uri is minted with the default name, the service's symbol and that
+    uri, and nothing else on the mint."""
+    await migrate(database, db_schema, [KIT_MIGRATIONS, DEFINITION.migrations])
+    chain = LocalChain(state_file=None)
+    await chain.start()
+    payer = Keypair()
+    await chain.fund(payer.pubkey(), 10**10)
+    wake = asyncio.Event()
+    minting = Minting(
+        db=database,
+        derivation=Derivation(b"e" * 32),
+        payer=payer.pubkey(),
+        rules=MintingRules(max_batch=10, symbol="TIX"),
+        base_url=lambda: "https://tkt.example/m",
+        wake=wake,
+    )
+    deps = MinterDeps(
+        db=database,
+        chain=chain,
+        payer=payer,
+        onchain=TicketsOnChain(chain, payer.pubkey()),
+        events=TicketEvents(EventPublisher("nft"), cluster=chain.cluster),
+        metrics=NftMetrics(CollectorRegistry()),
+        settings=MinterSettings(
+            batch=5,
+            lease_s=30.0,
+            poll_s=0.05,
+            symbol="OLD",
+            retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.1),
+        ),
+        wake=wake,
+    )
+    try:
+        queued = await minting.mint_tickets(_request("pay-old", 1))
+        (ticket,) = queued.tickets
+        uri = legacy_metadata_uri("https://nft.example/metadata", ticket.metadata_sha)
+        async with database.acquire() as conn:
+            await conn.execute(
+                "UPDATE ticket_nfts SET token_name = NULL, token_symbol = NULL, metadata_uri = $2 "
+                "WHERE ticket_id = $1",
+                ticket.ticket_id,
+                uri,
+            )
+        assert await Minter("old", deps).mint_round() == 1
+        (account,) = (await chain.get_accounts([Pubkey.from_string(ticket.mint_address)])).accounts
+        assert account is not None
+        state = decode_mint(bytes(account.data))
+        assert (state.name, state.symbol, state.uri) == (default_name(ticket.spec), "OLD", uri)
+        assert state.name == "The Band A-1-0" and state.fields == {}
     finally:
         await chain.close()

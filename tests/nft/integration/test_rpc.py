@@ -204,7 +204,7 @@ def test_production_refuses_local_chain_and_loopback_rpc() -> None:
         **base,  # type: ignore[arg-type]
         solana_chain="rpc",
         solana_rpc_url="https://api.devnet.solana.com",
-        nft_metadata_base_url="https://nft.example.com/metadata",
+        nft_metadata_base_url="https://tkt.example/m",
     )
     nft_problems = [p for p in ok.production_problems() if "SOLANA" in p or "METADATA" in p]
     assert nft_problems == []

@@ -1,7 +1,9 @@
 """The ticket NFT transaction on the real Token-2022 program (LiteSVM), without the service.
 
-Checks every property the issue asks of a ticket NFT by decoding the accounts the program wrote,
-and the platform's powers as permanent delegate and freeze authority.
+Checks every property the issue asks of a ticket NFT by decoding the accounts the program wrote
+— for the current layout (name, symbol and uri only) and for the earlier one (the facts as
+additional fields, which the builder still writes when a test gives it some) — and the
+platform's powers as permanent delegate and freeze authority.
 """
 
 from __future__ import annotations
@@ -32,12 +34,23 @@ from nft_service.adapters.chain.token import (
     sign,
     transfer_instructions,
 )
-from nft_service.domain.metadata import TicketMetadata
+from nft_service.domain.metadata import (
+    MAX_NAME_BYTES,
+    TicketMetadata,
+    legacy_metadata_uri,
+    max_uri_length,
+    metadata_uri,
+)
 
 METADATA = TicketMetadata(
+    name="BAND A-12-7",
+    symbol="TIX",
+    uri=metadata_uri("https://tkt.example/m", "ab" * 32),
+)
+LEGACY_METADATA = TicketMetadata(
     name="The Band: Fall Tour",
     symbol="TIX",
-    uri="http://127.0.0.1:8082/metadata/" + "ab" * 32 + ".json",
+    uri=legacy_metadata_uri("http://127.0.0.1:8082/metadata", "ab" * 32),
     fields=(
         ("event", "The Band: Fall Tour"),
         ("venue", "Grand Hall"),
@@ -78,12 +91,15 @@ async def _mint(
     return mint_address(payer.pubkey(), seed), outcome
 
 
-async def test_ticket_nft_has_every_property_on_chain(chain: LocalChain) -> None:
+@pytest.mark.parametrize("metadata", [METADATA, LEGACY_METADATA], ids=["current", "earlier"])
+async def test_ticket_nft_has_every_property_on_chain(
+    chain: LocalChain, metadata: TicketMetadata
+) -> None:
     payer = Keypair()
     await chain.fund(payer.pubkey(), 10**10)
     holder = Keypair().pubkey()
     before = (await chain.get_balance(payer.pubkey())).lamports
-    mint, outcome = await _mint(chain, payer, holder, "seed-0001")
+    mint, outcome = await _mint(chain, payer, holder, "seed-0001", metadata)
     assert outcome.status is TxStatus.LANDED  # type: ignore[attr-defined]
 
     accounts = (await chain.get_accounts([mint, associated_token_address(holder, mint)])).accounts
@@ -97,21 +113,27 @@ async def test_ticket_nft_has_every_property_on_chain(chain: LocalChain) -> None
     assert state.permanent_delegate == payer.pubkey()
     assert state.metadata_address == mint  # metadata lives on the mint itself
     assert state.update_authority == payer.pubkey()
-    assert (state.name, state.symbol, state.uri) == (METADATA.name, METADATA.symbol, METADATA.uri)
-    assert state.fields == dict(METADATA.fields)
+    assert (state.name, state.symbol, state.uri) == (metadata.name, metadata.symbol, metadata.uri)
+    assert state.fields == dict(metadata.fields)  # none on a current ticket
     assert ata is not None
     token = decode_token_account(bytes(ata.data))
     assert (token.mint, token.owner, token.amount, token.frozen) == (mint, holder, 1, False)
 
-    # The payer pays exactly the two rents and one signature fee.
+    # The account is exactly as large as its contents, funded with exactly its rent-exempt
+    # minimum; the payer pays the two rents and one signature fee.
+    size = len(bytes(mint_account.data))
+    strings = len(f"{metadata.name}{metadata.symbol}{metadata.uri}".encode())
+    if not metadata.fields:
+        assert size == 354 + strings
+    assert size == mint_account_len(metadata)
+    assert mint_account.lamports == await chain.rent_exempt_minimum(size)
     spent = before - (await chain.get_balance(payer.pubkey())).lamports
     expected = (
-        await chain.rent_exempt_minimum(mint_account_len(METADATA))
+        await chain.rent_exempt_minimum(size)
         + await chain.rent_exempt_minimum(TOKEN_ACCOUNT_SPACE)
         + SIGNATURE_FEE
     )
     assert spent == expected
-    assert len(bytes(mint_account.data)) == mint_account_len(METADATA)
 
 
 async def test_same_mint_twice_cannot_land(chain: LocalChain) -> None:
@@ -223,29 +245,18 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
         await again.close()
 
 
-async def test_widest_valid_ticket_lands(chain: LocalChain) -> None:
-    from datetime import UTC, datetime
-
-    from nft_service.domain.metadata import onchain_metadata
-    from nft_service.domain.model import TicketSpec
-
-    widest = TicketSpec(
-        ticket_id="t",
-        owner_wallet="",
-        event_name="e" * 48,
-        venue_name="v" * 48,
-        event_starts_at=datetime(2026, 5, 1, tzinfo=UTC),
-        section="s" * 16,
-        row="r" * 8,
-        seat="n" * 8,
-        ticket_type="t" * 32,
-        image_url="",
+async def test_largest_ticket_lands(chain: LocalChain) -> None:
+    """The longest name and the longest uri production allows, and a symbol of 10 bytes."""
+    metadata = TicketMetadata(
+        name="é" * (MAX_NAME_BYTES // 2),
+        symbol="S" * 10,
+        uri="https://tkt.example/1234/" + "x" * 44,
     )
-    uri = "https://nft.tickettoken.example/metadata/v1/" + "0" * 64 + ".json"
-    metadata = onchain_metadata(widest, symbol="TIX", uri=uri)
+    assert len(metadata.uri) == max_uri_length("https://tkt.example/1234")
     payer = Keypair()
     await chain.fund(payer.pubkey(), 10**10)
     mint, outcome = await _mint(chain, payer, Keypair().pubkey(), "seed-wide", metadata)
     assert outcome.status is TxStatus.LANDED  # type: ignore[attr-defined]
     (account,) = (await chain.get_accounts([mint])).accounts
-    assert account is not None and decode_mint(bytes(account.data)).fields["row"] == "r" * 8
+    assert account is not None and decode_mint(bytes(account.data)).name == metadata.name
+    assert len(bytes(account.data)) == 354 + 32 + 10 + 69

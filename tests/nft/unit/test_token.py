@@ -23,7 +23,7 @@ from nft_service.adapters.chain.token import (
     parse_address,
 )
 from nft_service.adapters.keys import Derivation, parse_keypair
-from nft_service.domain.metadata import onchain_metadata, uri_length
+from nft_service.domain.metadata import max_uri_length, onchain_metadata, token_name
 from nft_service.domain.model import MintRequest, Priority, TicketSpec
 from nft_service.domain.rules import mint_violations
 
@@ -105,30 +105,36 @@ def _spec(**changes: str) -> TicketSpec:
     )
 
 
-def _fits(spec: TicketSpec, base_url: str) -> list[str]:
-    """The size rule as MintTickets applies it (domain rule, adapter's measure)."""
-    uri = "u" * uri_length(base_url)
+def _fits(spec: TicketSpec, base_url: str) -> list[tuple[str, str]]:
+    """The request rules as MintTickets applies them (domain rule, adapter's measure)."""
+    uri = "u" * max_uri_length(base_url)
     found = mint_violations(
         MintRequest("p", "o", "e", "v", "b", Priority.STANDARD, (spec,)),
         max_batch=10,
         is_address=is_address,
-        transaction_size=lambda s: estimated_mint_size(onchain_metadata(s, symbol="TIX", uri=uri)),
+        transaction_size=lambda s: estimated_mint_size(
+            onchain_metadata(name=token_name(s), symbol="TIX", uri=uri)
+        ),
         max_transaction_size=MAX_TRANSACTION_SIZE,
     )
-    return [v.description for v in found]
+    return [(v.field, v.description) for v in found]
 
 
-def test_transaction_size_limit_is_enforced_at_validation() -> None:
-    # Every field at its contract maximum still fits, with a realistic production base URL.
+def test_name_and_transaction_size_limits_are_enforced_at_validation() -> None:
+    # Every field at its contract maximum fits: only name, symbol and uri go on chain.
     widest = _spec(
-        event_name="e" * 48,
-        venue_name="v" * 48,
-        section="s" * 16,
-        row="r" * 8,
-        seat="n" * 8,
-        ticket_type="t" * 32,
+        event_name="é" * 48,
+        venue_name="é" * 48,
+        section="é" * 16,
+        row="é" * 8,
+        seat="é" * 8,
+        ticket_type="é" * 32,
     )
-    assert _fits(widest, "https://nft.tickettoken.example/metadata/v1") == []
-    longest = _spec(event_name="é" * 48, venue_name="é" * 48, ticket_type="é" * 32)
-    (problem,) = _fits(longest, "https://x/m")
-    assert "one Solana transaction" in problem
+    assert _fits(widest, "https://tkt.example/m") == []
+    assert _fits(_spec(name="é" * 16), "https://tkt.example/m") == []  # 32 bytes
+    assert _fits(_spec(name="é" * 16 + "x"), "https://tkt.example/m") == [
+        ("tickets[0].name", "at most 32 bytes (UTF-8)")
+    ]
+    # Outside production the base URL has no length limit; the transaction still has one.
+    ((field, problem),) = _fits(_spec(), "https://x/" + "p" * 1100)
+    assert field == "tickets[0]" and "one Solana transaction" in problem

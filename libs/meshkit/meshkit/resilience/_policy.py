@@ -129,6 +129,12 @@ DEFAULT_POLICIES: Mapping[str, ProviderPolicy] = {
     "solana": _policy(rate=90.0, period_s=10.0, burst=5, concurrency=36),
     # Plain SMTP relay: no published request limit; a breaker and retries only.
     "smtp": _policy(concurrency=20),
+    # Fetching NFT metadata documents to check their content address (nft's tamper check):
+    # the platform's own metadata host, so no rate limit; a cap per host (`scope`), short
+    # attempts and one retry, so that a check answers "unreachable" quickly.
+    "metadata": _policy(
+        concurrency=32, max_attempts=2, attempt_timeout_s=3.0, backoff_base_s=0.1, max_wait_s=1.0
+    ),
 }
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ProviderPolicy))

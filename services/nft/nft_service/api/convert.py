@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from meshkit.convert import optional_timestamp as ts
 from meshkit.convert import to_datetime
+from nft_service.domain.metadata import MetadataVerdict
 from nft_service.domain.model import (
     BuyerContact,
     JobView,
@@ -22,7 +23,7 @@ from nft_service.domain.model import (
     WalletInfo,
 )
 from nft_service.domain.onchain import TicketOnChain, matches_record
-from nft_service.domain.states import NftStatus
+from nft_service.domain.states import MintState, NftStatus
 from tickettoken.common.v1 import common_pb2
 from tickettoken.nft.v1 import nft_pb2
 
@@ -54,6 +55,7 @@ def ticket_spec(t: nft_pb2.TicketToMint) -> TicketSpec:
         ticket_type=t.ticket_type,
         image_url=t.image_url,
         attributes=dict(t.attributes),
+        name=t.name,
     )
 
 
@@ -104,6 +106,7 @@ def revoke_reason(number: int) -> RevokeReason:
 
 def ticket_nft(ticket: TicketNft) -> nft_pb2.TicketNft:
     method = ticket.revocation_method
+    minted = ticket.mint_state is MintState.MINTED
     return nft_pb2.TicketNft(
         ticket_id=ticket.ticket_id,
         mint_address=ticket.mint_address,
@@ -130,6 +133,9 @@ def ticket_nft(ticket: TicketNft) -> nft_pb2.TicketNft:
         revocation_method=cast(Any, _METHODS[method] if method is not None else 0),
         revoked_at=ts(ticket.revoked_at),
         updated_at=ts(ticket.updated_at),
+        name=ticket.token_name,
+        cost_lamports=(ticket.cost_lamports or 0) if minted else 0,
+        mint_account_size=(ticket.mint_size or 0) if minted else 0,
     )
 
 
@@ -182,6 +188,17 @@ def on_chain(ticket: TicketNft, view: TicketOnChain) -> nft_pb2.OnChainState:
     )
 
 
+def metadata_verification(verdict: MetadataVerdict) -> nft_pb2.MetadataVerification:
+    return nft_pb2.MetadataVerification(
+        check=nft_pb2.MetadataCheck.Value(f"METADATA_CHECK_{verdict.check.value}"),
+        uri=verdict.uri,
+        expected_address=verdict.expected_address,
+        computed_address=verdict.computed_address,
+        detail=verdict.detail,
+        checked_at=ts(verdict.checked_at),
+    )
+
+
 def ownership(answer: OwnershipAnswer) -> nft_pb2.VerifyOwnershipResponse:
     return nft_pb2.VerifyOwnershipResponse(
         owned=answer.owned,
@@ -191,6 +208,7 @@ def ownership(answer: OwnershipAnswer) -> nft_pb2.VerifyOwnershipResponse:
         holder_wallet=answer.holder_wallet,
         slot=answer.slot,
         checked_at=ts(answer.checked_at),
+        metadata=metadata_verification(answer.metadata) if answer.metadata else None,
     )
 
 

@@ -63,9 +63,13 @@ class NftServicer(nft_pb2_grpc.NftServiceServicer):
         )
         access.check_visible(ticket)
         response = nft_pb2.GetTicketNftResponse(nft=convert.ticket_nft(ticket))
+        view = None
         if request.verify_on_chain:
             view = await self.tickets.on_chain(ticket)
             response.on_chain.CopyFrom(convert.on_chain(ticket, view))
+        if request.verify_metadata:
+            verdict = await self.tickets.check_metadata(ticket, view)
+            response.metadata.CopyFrom(convert.metadata_verification(verdict))
         return response
 
     async def ListTicketNfts(
@@ -120,6 +124,7 @@ class NftServicer(nft_pb2_grpc.NftServiceServicer):
             ticket_id=request.ticket_id,
             mint_address=request.mint_address,
             wallet=request.wallet,
+            verify_metadata=request.verify_metadata,
         )
         return convert.ownership(answer)
 

@@ -10,10 +10,14 @@ import enum
 import hashlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from nft_service.domain.states import JobStatus, MintState, NftStatus, job_status
+
+if TYPE_CHECKING:
+    from nft_service.domain.metadata import MetadataVerdict
 
 
 class Priority(enum.IntEnum):
@@ -79,6 +83,8 @@ class TicketSpec:
     ticket_type: str
     image_url: str
     attributes: Mapping[str, str] = field(default_factory=dict)
+    name: str = ""
+    """The on-chain name the caller chose (at most 32 bytes); empty: the default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,8 @@ class MintRequest:
 
     def fingerprint(self) -> bytes:
         """sha256 of the payment's ticket list: the same payment with other tickets is refused
-        (the contact is not part of it: it may be corrected on a redelivery)."""
+        (the contact is not part of it: it may be corrected on a redelivery; a ticket's name
+        only when the caller chose one, so that a ticket without one keeps its fingerprint)."""
         parts = [
             "\x00".join(
                 [
@@ -111,6 +118,7 @@ class MintRequest:
                     t.ticket_type,
                     t.image_url,
                     repr(sorted(t.attributes.items())),
+                    *([f"name={t.name}"] if t.name else []),
                 ]
             )
             for t in self.tickets
@@ -163,7 +171,12 @@ class TicketNft:
     image_url: str
     attributes: Mapping[str, str]
     metadata_sha: str
+    """sha256 (hex) of the metadata document; keys the stored document."""
     metadata_uri: str
+    token_name: str
+    """The name for the mint; empty: the default (`domain.metadata.default_name`)."""
+    token_symbol: str
+    """The symbol for the mint; empty: the service's NFT_SYMBOL."""
     status: NftStatus
     mint_state: MintState
     priority: Priority
@@ -174,6 +187,9 @@ class TicketNft:
     signatures: tuple[str, ...]
     """Every mint transaction sent, oldest first."""
     cost_lamports: int | None
+    """The payer's cost of the mint as last sent (both rents at the chain's rent + fee)."""
+    mint_size: int | None
+    """Bytes of the mint account as last sent."""
     error_code: str
     error_message: str
     minted_at: datetime | None
@@ -201,6 +217,22 @@ class TicketNft:
             ticket_type=self.ticket_type,
             image_url=self.image_url,
             attributes=self.attributes,
+            name=self.token_name,
+        )
+
+    def minted(self, signature: str, slot: int, at: datetime) -> TicketNft:
+        """This ticket as recorded once its mint (`signature`, landed at `slot`) is recorded
+        at `at` (what the store's mark_minted writes)."""
+        return replace(
+            self,
+            mint_state=MintState.MINTED,
+            status=NftStatus.ACTIVE,
+            signature=signature,
+            minted_slot=slot,
+            minted_at=at,
+            error_code="",
+            error_message="",
+            updated_at=at,
         )
 
     @property
@@ -250,6 +282,8 @@ class OwnershipAnswer:
     holder_wallet: str
     slot: int
     checked_at: datetime
+    metadata: MetadataVerdict | None = None
+    """The metadata document check, when asked for."""
 
     @property
     def owned(self) -> bool:

@@ -3,9 +3,11 @@ the chain can hold. The contract's own rules (required fields, lengths, patterns
 enforced by the kit before any handler runs; what is left is checked here, every problem at once,
 before anything is written or sent (bad input changes nothing).
 
-The one-transaction rule: a ticket's facts must fit, with everything else, in one Solana
-transaction (1,232 bytes), because the mint is only atomic if it is one transaction. The size is
-measured by the caller (the chain adapter knows the wire format) and compared here.
+The on-chain name is at most 32 bytes (also a contract rule; checked here as well because
+default names, costs and the transaction size rest on it). The one-transaction rule: what goes
+on the mint (name, symbol, uri) must fit, with everything else, in one Solana transaction
+(1,232 bytes), because the mint is only atomic if it is one transaction. The size is measured by
+the caller (the chain adapter knows the wire format) and compared here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nft_service.domain.errors import Violation
+from nft_service.domain.metadata import MAX_NAME_BYTES, utf8_len
 from nft_service.domain.model import ListFilter, MintRequest, TicketSpec
 
 NOT_AN_ADDRESS = "not a base58 Solana address (32 bytes)"
@@ -38,13 +41,16 @@ def mint_violations(
         seen.add(ticket.ticket_id)
         if ticket.owner_wallet and not is_address(ticket.owner_wallet):
             found.append(Violation(f"{path}.owner_wallet", NOT_AN_ADDRESS))
+        if utf8_len(ticket.name) > MAX_NAME_BYTES:
+            found.append(Violation(f"{path}.name", f"at most {MAX_NAME_BYTES} bytes (UTF-8)"))
+            continue
         size = transaction_size(ticket)
         if size > max_transaction_size:
             found.append(
                 Violation(
                     path,
-                    f"ticket facts too long for one Solana transaction ({size} > "
-                    f"{max_transaction_size} bytes): shorten event_name or venue_name",
+                    f"name, symbol and uri too long for one Solana transaction ({size} > "
+                    f"{max_transaction_size} bytes)",
                 )
             )
     return found

@@ -2,15 +2,20 @@
 
 One round of a worker (`mint_round`):
 
-  1. claim up to N tickets (priority order, lease taken; store/mint_queue.py);
+  1. claim up to N tickets (priority order, lease taken, with their buyers' contacts for the
+     events; store/mint_queue.py);
   2. tickets that may already be on chain (SUBMITTED after a crash, or any earlier attempt) are
      read from the chain first — found there as our completed mint → MINTED, nothing is sent;
-  3. the rest get a fresh blockhash and are signed; the signature of every send is written
-     (SUBMITTED, attempt counted) BEFORE it is sent, only for tickets whose lease we still hold;
+  3. the rest get a fresh blockhash and are signed, their mint accounts funded with the
+     rent-exempt minimum at the rent read from the chain (a chain whose rent cannot be read is
+     not ready: the round retries later, nothing sent); the signature of every send and what it
+     costs the payer are written (SUBMITTED, attempt counted) BEFORE it is sent, only for
+     tickets whose lease we still hold;
   4. sends run concurrently (bounded); each outcome is classified (domain/retry.py) — "already
      processed" and "account already in use" are checked on chain before anything is decided;
-  5. the outcomes are written in one transaction with their events (TicketMinted, MintFailed),
-     each update conditional on our lease and on the mint state machine.
+  5. the outcomes are written in one transaction with their events (TicketMinted, MintFailed):
+     one UPDATE for the minted, one for the rest, one INSERT for the events, each update
+     conditional on our lease and on the mint state machine.
 
 Exactly once rests on the chain, not on this process: the mint address follows from (payment,
 ticket), its creation is the first instruction of the one atomic mint transaction, so however
@@ -37,27 +42,29 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 from meshkit.db import Database
+from meshkit.events import Staged
 from meshkit.jobs import PollingWorker
 from nft_service.adapters.chain import (
     Chain,
     ChainError,
     ErrorKind,
     RecentBlockhash,
+    Rent,
     TxOutcome,
     TxStatus,
 )
 from nft_service.adapters.chain.token import (
     MINT_FUNDING,
-    mint_account_len,
+    MintCost,
     mint_cost,
     mint_instructions,
     sign,
 )
-from nft_service.domain.metadata import onchain_metadata
+from nft_service.domain.metadata import default_name, onchain_metadata
 from nft_service.domain.model import TicketNft
 from nft_service.domain.retry import Decision, RetryPolicy, decide, not_sent
 from nft_service.domain.states import MintState
-from nft_service.store import mint_jobs, mint_queue
+from nft_service.store import mint_queue
 from nft_service.usecases.events import TicketEvents
 from nft_service.usecases.metrics import NftMetrics
 from nft_service.usecases.onchain import TicketsOnChain
@@ -74,7 +81,7 @@ class MinterSettings:
     poll_s: float
     """How long an idle worker waits for new work before looking again."""
     symbol: str
-    """Token symbol written on every mint."""
+    """Token symbol of tickets queued without one of their own."""
     retry: RetryPolicy
 
 
@@ -110,7 +117,7 @@ class Outcome:
 class _Built:
     ticket: TicketNft
     tx: Transaction
-    cost: int
+    cost: MintCost
 
     @property
     def signature(self) -> str:
@@ -132,6 +139,7 @@ class Minter(PollingWorker):
         self._onchain = deps.onchain
         self._events = deps.events
         self._metrics = deps.metrics
+        self._minted = deps.metrics.mints.labels("minted")
         self._settings = deps.settings
         self._policy = deps.settings.retry
         self._rng = rng or random.Random()
@@ -145,7 +153,8 @@ class Minter(PollingWorker):
         token = uuid.uuid4()
         settings = self._settings
         async with self._db.acquire() as conn:  # one statement: its own transaction
-            claimed = await mint_queue.claim(conn, settings.batch, token, settings.lease_s)
+            lease = await mint_queue.claim(conn, settings.batch, token, settings.lease_s)
+        claimed = lease.tickets
         if not claimed:
             return 0
         outcomes: list[Outcome] = []
@@ -153,7 +162,7 @@ class Minter(PollingWorker):
             await self._process(claimed, token, outcomes)
         finally:
             # Shielded: a cancellation (shutdown) must not lose what already happened on chain.
-            await asyncio.shield(self._finish(claimed, token, outcomes))
+            await asyncio.shield(self._finish(lease, token, outcomes))
         return len(claimed)
 
     async def _process(
@@ -182,17 +191,19 @@ class Minter(PollingWorker):
         if not to_send:
             return
         try:
+            rent = await self._chain.rent()
             blockhash = await self._chain.latest_blockhash()
         except ChainError as exc:
             out.extend(self._retry_later(t, exc) for t in to_send)
             return
-        built = [self._build(t, blockhash) for t in to_send]
+        built = [self._build(t, blockhash, rent) for t in to_send]
         submissions = [
             mint_queue.Submission(
                 ticket_id=b.ticket.ticket_id,
                 signature=b.signature,
                 last_valid_block_height=blockhash.last_valid_block_height,
-                cost_lamports=b.cost,
+                cost_lamports=b.cost.total,
+                mint_size=b.cost.mint_size,
             )
             for b in built
         ]
@@ -222,20 +233,22 @@ class Minter(PollingWorker):
         if verify:
             await self._verify(verify, out)
 
-    def _build(self, ticket: TicketNft, blockhash: RecentBlockhash) -> _Built:
+    def _build(self, ticket: TicketNft, blockhash: RecentBlockhash, rent: Rent) -> _Built:
         metadata = onchain_metadata(
-            ticket.spec, symbol=self._settings.symbol, uri=ticket.metadata_uri
+            name=ticket.token_name or default_name(ticket.spec),
+            symbol=ticket.token_symbol or self._settings.symbol,
+            uri=ticket.metadata_uri,
         )
-        rent = self._chain.rent
+        cost = mint_cost(metadata, rent)
         ixs = mint_instructions(
             payer=self._payer_key,
             seed=ticket.mint_seed,
             holder=Pubkey.from_string(ticket.owner_wallet),
             metadata=metadata,
-            mint_lamports=rent.exempt(mint_account_len(metadata)),
+            mint_lamports=cost.mint_rent,
         )
-        tx = sign(ixs, self._payer, blockhash.blockhash)
-        return _Built(ticket, tx, mint_cost(metadata, rent))
+        tx = sign(ixs, self._payer, blockhash.blockhash, self._payer_key)
+        return _Built(ticket, tx, cost)
 
     async def _verify(self, items: Sequence[tuple[_Built, ChainError]], out: list[Outcome]) -> None:
         """ "Maybe it already landed": decide from the chain."""
@@ -302,41 +315,51 @@ class Minter(PollingWorker):
         return self._outcome(ticket, decision, error, signature)
 
     async def _finish(
-        self, claimed: Sequence[TicketNft], token: uuid.UUID, out: list[Outcome]
+        self, lease: mint_queue.Claimed, token: uuid.UUID, out: list[Outcome]
     ) -> None:
         """Write every outcome (with its events) in one transaction; give back the rest."""
         decided = {o.ticket.ticket_id for o in out}
 
         async def write(conn: asyncpg.Connection) -> list[tuple[Outcome, TicketNft]]:
+            minted = [o for o in out if o.state is MintState.MINTED]
+            others = [o for o in out if o.state is not MintState.MINTED]
+            contacts = lease.contacts
+            events: list[Staged] = []
             written: list[tuple[Outcome, TicketNft]] = []
-            contacts = await mint_jobs.contacts(conn, [o.ticket.job_id for o in out])
-            minted = {o.ticket.ticket_id: o for o in out if o.state is MintState.MINTED}
             if minted:
-                rows = await mint_queue.mark_minted(
-                    conn, token, [(t, o.signature, o.slot) for t, o in minted.items()]
+                minted_at = await mint_queue.mark_minted(
+                    conn, token, [(o.ticket.ticket_id, o.signature, o.slot) for o in minted]
                 )
-                for ticket in rows:
-                    await self._events.minted(conn, ticket, contacts[ticket.job_id])
-                    written.append((minted[ticket.ticket_id], ticket))
-            for outcome in out:
-                if outcome.state is MintState.MINTED:
-                    continue
-                updated = await mint_queue.mark_not_minted(
-                    conn,
-                    token,
-                    outcome.ticket.ticket_id,
-                    outcome.state,
-                    outcome.delay,
-                    outcome.error_code,
-                    outcome.error_message,
-                )
-                if updated is None:
-                    continue
-                if outcome.state.failed:
-                    await self._events.mint_failed(
-                        conn, updated, contacts[updated.job_id], round_id=token
+                for o in minted:
+                    at = minted_at.get(o.ticket.ticket_id)
+                    if at is None:  # the lease was lost
+                        continue
+                    ticket = o.ticket.minted(o.signature, o.slot, at)
+                    events.append(self._events.minted(ticket, contacts[ticket.job_id]))
+                    written.append((o, ticket))
+            if others:
+                updated = {
+                    t.ticket_id: t
+                    for t in await mint_queue.mark_not_minted(
+                        conn,
+                        token,
+                        [
+                            mint_queue.NotMinted(
+                                o.ticket.ticket_id, o.state, o.delay, o.error_code, o.error_message
+                            )
+                            for o in others
+                        ],
                     )
-                written.append((outcome, updated))
+                }
+                for o in others:
+                    row = updated.get(o.ticket.ticket_id)  # None: the lease was lost
+                    if row is None:
+                        continue
+                    if o.state.failed:
+                        contact = contacts[row.job_id]
+                        events.append(self._events.mint_failed(row, contact, round_id=token))
+                    written.append((o, row))
+            await self._events.stage(conn, events)
             lost = decided - {ticket.ticket_id for _, ticket in written}
             if lost:
                 logger.warning(
@@ -348,7 +371,7 @@ class Minter(PollingWorker):
         if out:
             for outcome, ticket in await self._db.run_in_tx(write):
                 self._observe(outcome, ticket)
-        rest = [t.ticket_id for t in claimed if t.ticket_id not in decided]
+        rest = [t.ticket_id for t in lease.tickets if t.ticket_id not in decided]
         if rest:
             # Not decided (cancelled mid-round): keep their state (SUBMITTED stays SUBMITTED,
             # so the next worker reads the chain first) and free them for another worker now.
@@ -357,24 +380,24 @@ class Minter(PollingWorker):
                     await mint_queue.release(conn, token, rest)
 
     def _observe(self, outcome: Outcome, ticket: TicketNft) -> None:
-        extra = {
-            "worker": self.name,
-            "ticket_id": ticket.ticket_id,
-            "mint_address": ticket.mint_address,
-            "attempts": ticket.attempts,
-        }
         if outcome.state is MintState.MINTED:
-            self._metrics.mints.labels("minted").inc()
+            self._minted.inc()
             if ticket.minted_at is not None:
                 self._metrics.queue_seconds.observe(
                     max(0.0, (ticket.minted_at - ticket.created_at).total_seconds())
                 )
-            logger.debug("ticket minted", extra={**extra, "signature": outcome.signature})
             return
         label = outcome.state.value.lower()
         self._metrics.mints.labels(label if outcome.state.final else "retrying").inc()
         log = logger.warning if outcome.state.final else logger.info
         log(
             "ticket not minted",
-            extra={**extra, "state": outcome.state.value, "error": outcome.error_code},
+            extra={
+                "worker": self.name,
+                "ticket_id": ticket.ticket_id,
+                "mint_address": ticket.mint_address,
+                "attempts": ticket.attempts,
+                "state": outcome.state.value,
+                "error": outcome.error_code,
+            },
         )

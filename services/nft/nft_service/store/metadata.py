@@ -9,10 +9,13 @@ import asyncpg
 
 
 async def insert(conn: asyncpg.Connection, documents: Sequence[tuple[str, bytes]]) -> None:
-    """Store (sha, body) documents; one that exists already is the same bytes, kept as is."""
-    await conn.executemany(
-        "INSERT INTO nft_metadata (sha, body) VALUES ($1, $2) ON CONFLICT (sha) DO NOTHING",
-        list(documents),
+    """Store (sha, body) documents in one statement; one that exists already is the same
+    bytes, kept as is."""
+    await conn.execute(
+        "INSERT INTO nft_metadata (sha, body) SELECT * FROM unnest($1::text[], $2::bytea[]) "
+        "ON CONFLICT (sha) DO NOTHING",
+        [sha for sha, _ in documents],
+        [body for _, body in documents],
     )
 
 

@@ -1,5 +1,6 @@
 """Mint jobs: one durable job per payment (`mint_jobs`), with the buyer's contact for the events
-its tickets will announce. A job's status is never stored; it is derived from its tickets."""
+its tickets will announce. A job's status is never stored; it is derived from its tickets, which
+`view` reads with the job in one statement (GetMintJob is what clients poll)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from nft_service.domain.model import BuyerContact, MintJob, MintRequest, Priority
+from nft_service.domain.model import BuyerContact, JobView, MintJob, MintRequest, Priority
+from nft_service.store.tickets import ticket_from_row
 
 
 def contact_from_json(text: str | None) -> BuyerContact:
@@ -58,24 +60,33 @@ async def insert(
     return _job(row) if row is not None else None
 
 
-async def by_id(conn: asyncpg.Connection, job_id: uuid.UUID) -> MintJob | None:
-    row = await conn.fetchrow("SELECT * FROM mint_jobs WHERE id = $1", job_id)
-    return _job(row) if row is not None else None
-
-
 async def by_payment(conn: asyncpg.Connection, payment_id: str) -> MintJob | None:
     row = await conn.fetchrow("SELECT * FROM mint_jobs WHERE payment_id = $1", payment_id)
     return _job(row) if row is not None else None
 
 
-async def contacts(
-    conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, BuyerContact]:
-    """The buyer's contact of each of these jobs."""
-    rows = await conn.fetch(
-        "SELECT id, buyer_contact FROM mint_jobs WHERE id = ANY($1::uuid[])", list(set(job_ids))
-    )
-    return {r["id"]: contact_from_json(r["buyer_contact"]) for r in rows}
+_VIEW_SQL = """
+SELECT j AS job, t.*
+FROM mint_jobs j LEFT JOIN ticket_nfts t ON t.job_id = j.id
+WHERE {where}
+ORDER BY t.position
+"""
+_VIEW_BY_ID = _VIEW_SQL.format(where="j.id = $1")
+_VIEW_BY_PAYMENT = _VIEW_SQL.format(where="j.payment_id = $1")
+
+
+async def view(
+    conn: asyncpg.Connection, *, job_id: uuid.UUID | None = None, payment_id: str = ""
+) -> JobView | None:
+    """The job (by id, else by payment) with its tickets in request order."""
+    if job_id is not None:
+        rows = await conn.fetch(_VIEW_BY_ID, job_id)
+    else:
+        rows = await conn.fetch(_VIEW_BY_PAYMENT, payment_id)
+    if not rows:
+        return None
+    tickets = tuple(ticket_from_row(r) for r in rows if r["ticket_id"] is not None)
+    return JobView(_job(rows[0]["job"]), tickets)
 
 
 async def with_failures(

@@ -15,25 +15,33 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
-from nft_service.domain.model import TicketNft
-from nft_service.domain.states import PENDING_STATES, MintState, NftStatus, sources
-from nft_service.store.tickets import ticket_from_row, tickets_from_rows
+from nft_service.domain.model import BuyerContact, TicketNft
+from nft_service.domain.states import PENDING_STATES, MintState, sources
+from nft_service.store.mint_jobs import contact_from_json
+from nft_service.store.tickets import tickets_from_rows
 
-_PENDING = [s.value for s in PENDING_STATES]
 _FAILED = [MintState.FAILED.value, MintState.DEAD_LETTERED.value]
+# The pending states spelled out in the SQL, not passed as a parameter: only then can the planner
+# prove the partial queue index's predicate (0002_nft.sql) and claim from the index instead of
+# scanning and sorting every ticket ever minted.
+_PENDING_IN = "(" + ", ".join(f"'{s.value}'" for s in PENDING_STATES) + ")"
+# Every (target, source) pair of the mint state machine, for updates of many rows to different
+# targets in one statement.
+_MOVES = [(t.value, s.value) for t in MintState for s in sources(t)]
 
 
 def _from(target: MintState) -> list[str]:
     return [s.value for s in sources(target)]
 
 
-_CLAIM_SQL = """
+_CLAIM_SQL = f"""
 WITH picked AS (
     SELECT ticket_id FROM ticket_nfts
-    WHERE mint_state = ANY($4::text[])
+    WHERE mint_state IN {_PENDING_IN}
       AND available_at <= now()
       AND (lease_until IS NULL OR lease_until < now())
     ORDER BY priority, available_at, job_id, position
@@ -45,17 +53,27 @@ SET lease_token = $2, lease_until = now() + make_interval(secs => $3),
     picked_at = coalesce(t.picked_at, now()), updated_at = now()
 FROM picked
 WHERE t.ticket_id = picked.ticket_id
-RETURNING t.*
+RETURNING t.*, (SELECT buyer_contact FROM mint_jobs j WHERE j.id = t.job_id) AS buyer_contact
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Tickets leased for a round, with the buyer's contact of their jobs (for the events the
+    round will stage)."""
+
+    tickets: list[TicketNft]
+    contacts: dict[uuid.UUID, BuyerContact]
 
 
 async def claim(
     conn: asyncpg.Connection, limit: int, lease_token: uuid.UUID, lease_s: float
-) -> list[TicketNft]:
+) -> Claimed:
     """Lease up to `limit` tickets that are due, in queue order (priority, then job)."""
-    rows = await conn.fetch(_CLAIM_SQL, limit, lease_token, lease_s, _PENDING)
+    rows = await conn.fetch(_CLAIM_SQL, limit, lease_token, lease_s)
     tickets = tickets_from_rows(rows)
-    return sorted(tickets, key=lambda t: (t.priority, t.job_id, t.position))
+    contacts = {r["job_id"]: contact_from_json(r["buyer_contact"]) for r in rows}
+    return Claimed(sorted(tickets, key=lambda t: (t.priority, t.job_id, t.position)), contacts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +82,7 @@ class Submission:
     signature: str
     last_valid_block_height: int
     cost_lamports: int
+    mint_size: int
 
 
 async def mark_submitted(
@@ -76,12 +95,12 @@ async def mark_submitted(
         UPDATE ticket_nfts t
         SET mint_state = 'SUBMITTED', attempts = t.attempts + 1, signature = s.signature,
             signatures = array_append(t.signatures, s.signature),
-            last_valid_block_height = s.lvbh, cost_lamports = s.cost,
+            last_valid_block_height = s.lvbh, cost_lamports = s.cost, mint_size = s.size,
             updated_at = now()
-        FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[])
-            AS s(ticket_id, signature, lvbh, cost)
+        FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::integer[])
+            AS s(ticket_id, signature, lvbh, cost, size)
         WHERE t.ticket_id = s.ticket_id AND t.lease_token = $1
-          AND t.mint_state = ANY($6::text[])
+          AND t.mint_state = ANY($7::text[])
         RETURNING t.ticket_id
         """,
         lease_token,
@@ -89,6 +108,7 @@ async def mark_submitted(
         [s.signature for s in submissions],
         [s.last_valid_block_height for s in submissions],
         [s.cost_lamports for s in submissions],
+        [s.mint_size for s in submissions],
         _from(MintState.SUBMITTED),
     )
     return {r["ticket_id"] for r in rows}
@@ -98,9 +118,9 @@ async def mark_minted(
     conn: asyncpg.Connection,
     lease_token: uuid.UUID,
     minted: Sequence[tuple[str, str, int]],
-) -> list[TicketNft]:
-    """Record (ticket_id, signature, slot) of landed mints in one statement; returns the
-    tickets whose lease we still held."""
+) -> dict[str, datetime]:
+    """Record (ticket_id, signature, slot) of landed mints in one statement; returns when each
+    ticket whose lease we still held was recorded minted (the others are left alone)."""
     rows = await conn.fetch(
         """
         UPDATE ticket_nfts t
@@ -110,7 +130,7 @@ async def mark_minted(
         FROM unnest($2::text[], $3::text[], $4::bigint[]) AS m(ticket_id, signature, slot)
         WHERE t.ticket_id = m.ticket_id AND t.lease_token = $1
           AND t.mint_state = ANY($5::text[])
-        RETURNING t.*
+        RETURNING t.ticket_id, t.minted_at
         """,
         lease_token,
         [m[0] for m in minted],
@@ -118,41 +138,53 @@ async def mark_minted(
         [m[2] for m in minted],
         _from(MintState.MINTED),
     )
-    return tickets_from_rows(rows)
+    return {r["ticket_id"]: r["minted_at"] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class NotMinted:
+    """A round that did not mint the ticket: retry later (`delay`), or failed for good."""
+
+    ticket_id: str
+    state: MintState
+    delay: float
+    error_code: str
+    error_message: str
 
 
 async def mark_not_minted(
-    conn: asyncpg.Connection,
-    lease_token: uuid.UUID,
-    ticket_id: str,
-    state: MintState,
-    delay: float,
-    error_code: str,
-    error_message: str,
-) -> TicketNft | None:
-    """Record a round that did not mint the ticket (retry later, or failed for good); None
-    when the lease was lost."""
-    status = NftStatus.FAILED.value if state.failed else None
-    row = await conn.fetchrow(
+    conn: asyncpg.Connection, lease_token: uuid.UUID, outcomes: Sequence[NotMinted]
+) -> list[TicketNft]:
+    """Record rounds that did not mint their tickets, in one statement; returns the tickets
+    whose lease we still held (each moved only along the mint state machine)."""
+    if not outcomes:
+        return []
+    rows = await conn.fetch(
         """
-        UPDATE ticket_nfts
-        SET mint_state = $3, status = coalesce($4, status),
-            available_at = now() + make_interval(secs => $5),
+        UPDATE ticket_nfts t
+        SET mint_state = o.state,
+            status = CASE WHEN o.state = ANY($7::text[]) THEN 'FAILED' ELSE t.status END,
+            available_at = now() + make_interval(secs => o.delay),
             lease_token = NULL, lease_until = NULL,
-            error_code = $6, error_message = $7, updated_at = now()
-        WHERE ticket_id = $2 AND lease_token = $1 AND mint_state = ANY($8::text[])
-        RETURNING *
+            error_code = o.code, error_message = o.message, updated_at = now()
+        FROM unnest($2::text[], $3::text[], $4::float8[], $5::text[], $6::text[])
+                AS o(ticket_id, state, delay, code, message),
+             unnest($8::text[], $9::text[]) AS m(target, source)
+        WHERE t.ticket_id = o.ticket_id AND t.lease_token = $1
+          AND m.target = o.state AND m.source = t.mint_state
+        RETURNING t.*
         """,
         lease_token,
-        ticket_id,
-        state.value,
-        status,
-        delay,
-        error_code,
-        error_message[:500],
-        _from(state),
+        [o.ticket_id for o in outcomes],
+        [o.state.value for o in outcomes],
+        [o.delay for o in outcomes],
+        [o.error_code for o in outcomes],
+        [o.error_message[:500] for o in outcomes],
+        _FAILED,
+        [target for target, _ in _MOVES],
+        [source for _, source in _MOVES],
     )
-    return ticket_from_row(row) if row is not None else None
+    return tickets_from_rows(rows)
 
 
 async def release(
@@ -187,7 +219,7 @@ async def requeue_failed(conn: asyncpg.Connection, job_id: uuid.UUID) -> int:
 async def depth(conn: asyncpg.Connection) -> int:
     """Tickets waiting to be minted."""
     value = await conn.fetchval(
-        "SELECT count(*) FROM ticket_nfts WHERE mint_state = ANY($1::text[])", _PENDING
+        f"SELECT count(*) FROM ticket_nfts WHERE mint_state IN {_PENDING_IN}"
     )
     return int(value or 0)
 

@@ -72,6 +72,8 @@ def ticket_from_row(row: asyncpg.Record) -> TicketNft:
         attributes=_attributes(attributes) if attributes else {},
         metadata_sha=row["metadata_sha"],
         metadata_uri=row["metadata_uri"],
+        token_name=row["token_name"] or "",
+        token_symbol=row["token_symbol"] or "",
         status=_STATUS[row["status"]],
         mint_state=_MINT_STATE[row["mint_state"]],
         priority=_PRIORITY[row["priority"]],
@@ -80,6 +82,7 @@ def ticket_from_row(row: asyncpg.Record) -> TicketNft:
         signature=row["signature"] or "",
         signatures=tuple(row["signatures"] or ()),
         cost_lamports=row["cost_lamports"],
+        mint_size=row["mint_size"],
         error_code=row["error_code"] or "",
         error_message=row["error_message"] or "",
         minted_at=row["minted_at"],
@@ -101,8 +104,8 @@ def tickets_from_rows(rows: Sequence[asyncpg.Record]) -> list[TicketNft]:
 
 @dataclass(frozen=True, slots=True)
 class NewTicket:
-    """One ticket of a new job: the requested facts, where it goes, its fixed mint address
-    and its metadata document."""
+    """One ticket of a new job: the requested facts, where it goes, its fixed mint address,
+    what its mint will carry (name, symbol) and its metadata document."""
 
     spec: TicketSpec
     position: int
@@ -110,86 +113,73 @@ class NewTicket:
     mint_seed: str
     owner_wallet: str
     custodial: bool
+    token_name: str
+    token_symbol: str
     metadata_sha: str
     metadata_uri: str
 
 
-_INSERT_COLUMNS = [
-    "ticket_id",
-    "job_id",
-    "position",
-    "payment_id",
-    "order_id",
-    "event_id",
-    "venue_id",
-    "buyer_id",
-    "mint_address",
-    "mint_seed",
-    "token_program",
-    "owner_wallet",
-    "custodial",
-    "event_name",
-    "venue_name",
-    "event_starts_at",
-    "section",
-    "row",
-    "seat",
-    "ticket_type",
-    "image_url",
-    "attributes",
-    "metadata_sha",
-    "metadata_uri",
-    "priority",
-]
-
-
-async def taken(conn: asyncpg.Connection, ticket_ids: Sequence[str]) -> list[str]:
-    """Which of these ticket ids already exist (under any payment), sorted."""
-    rows = await conn.fetch(
-        "SELECT ticket_id FROM ticket_nfts WHERE ticket_id = ANY($1::text[])", list(ticket_ids)
-    )
-    return sorted(r["ticket_id"] for r in rows)
+# One row per ticket from arrays (the job's columns are the same for every row): one statement
+# inserts the whole job and returns its rows, so nothing needs reading back.
+_INSERT_SQL = """
+INSERT INTO ticket_nfts (
+    ticket_id, job_id, position, payment_id, order_id, event_id, venue_id, buyer_id,
+    mint_address, mint_seed, token_program, owner_wallet, custodial, event_name, venue_name,
+    event_starts_at, section, "row", seat, ticket_type, image_url, attributes, metadata_sha,
+    metadata_uri, token_name, token_symbol, priority)
+SELECT t.ticket_id, $1, t.position, $2, $3, $4, $5, $6,
+    t.mint_address, t.mint_seed, $7, t.owner_wallet, t.custodial, t.event_name, t.venue_name,
+    t.event_starts_at, t.section, t."row", t.seat, t.ticket_type, t.image_url, t.attributes::jsonb,
+    t.metadata_sha, t.metadata_uri, t.token_name, t.token_symbol, $8
+FROM unnest(
+    $9::text[], $10::integer[], $11::text[], $12::text[], $13::text[], $14::boolean[],
+    $15::text[], $16::text[], $17::timestamptz[], $18::text[], $19::text[], $20::text[],
+    $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[]
+) AS t(ticket_id, position, mint_address, mint_seed, owner_wallet, custodial, event_name,
+       venue_name, event_starts_at, section, "row", seat, ticket_type, image_url, attributes,
+       metadata_sha, metadata_uri, token_name, token_symbol)
+ON CONFLICT (ticket_id) DO NOTHING
+RETURNING *
+"""
 
 
 async def insert_many(
     conn: asyncpg.Connection, job: MintJob, tickets: Sequence[NewTicket], token_program: str
-) -> None:
-    """Add the job's tickets to the queue (state QUEUED), in one COPY."""
-    await conn.copy_records_to_table(
-        "ticket_nfts",
-        columns=_INSERT_COLUMNS,
-        records=[
-            (
-                t.spec.ticket_id,
-                job.id,
-                t.position,
-                job.payment_id,
-                job.order_id,
-                job.event_id,
-                job.venue_id,
-                job.buyer_id,
-                t.mint_address,
-                t.mint_seed,
-                token_program,
-                t.owner_wallet,
-                t.custodial,
-                t.spec.event_name,
-                t.spec.venue_name,
-                t.spec.event_starts_at,
-                t.spec.section,
-                t.spec.row,
-                t.spec.seat,
-                t.spec.ticket_type,
-                t.spec.image_url,
-                json.dumps(dict(t.spec.attributes), sort_keys=True),
-                t.metadata_sha,
-                t.metadata_uri,
-                int(job.priority),
-            )
-            for t in tickets
-        ],
-        schema_name=None,
+) -> list[TicketNft]:
+    """Add the job's tickets to the queue (state QUEUED) in one statement; returns the rows
+    inserted, in request order. A ticket id that exists already (under any payment) is not
+    inserted: the caller compares and rolls back."""
+    rows = await conn.fetch(
+        _INSERT_SQL,
+        job.id,
+        job.payment_id,
+        job.order_id,
+        job.event_id,
+        job.venue_id,
+        job.buyer_id,
+        token_program,
+        int(job.priority),
+        [t.spec.ticket_id for t in tickets],
+        [t.position for t in tickets],
+        [t.mint_address for t in tickets],
+        [t.mint_seed for t in tickets],
+        [t.owner_wallet for t in tickets],
+        [t.custodial for t in tickets],
+        [t.spec.event_name for t in tickets],
+        [t.spec.venue_name for t in tickets],
+        [t.spec.event_starts_at for t in tickets],
+        [t.spec.section for t in tickets],
+        [t.spec.row for t in tickets],
+        [t.spec.seat for t in tickets],
+        [t.spec.ticket_type for t in tickets],
+        [t.spec.image_url for t in tickets],
+        [json.dumps(dict(t.spec.attributes), sort_keys=True) for t in tickets],
+        [t.metadata_sha for t in tickets],
+        [t.metadata_uri for t in tickets],
+        [t.token_name for t in tickets],
+        [t.token_symbol for t in tickets],
     )
+    return sorted(tickets_from_rows(rows), key=lambda t: t.position)
 
 
 async def of_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[TicketNft]:

@@ -110,7 +110,7 @@ class Custody:
         for _ in range(2):
             try:
                 blockhash = await self._chain.latest_blockhash()
-                tx = sign(instructions(), self._payer, blockhash.blockhash)
+                tx = sign(instructions(), self._payer, blockhash.blockhash, self._payer_key)
                 outcome = await self._chain.submit(tx, blockhash, funding)
             except ChainError as exc:
                 raise ChainUnavailable("the chain is not reachable", retry_after=1.0) from exc

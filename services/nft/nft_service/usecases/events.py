@@ -10,11 +10,15 @@ cannot be announced twice (the outbox refuses the second copy):
   TicketTransferred  the ticket and the transfer's signature (or, when the chain already had
                      it there, the record's version it caught up from)
   TicketRevoked      the ticket (revocation is final)
+
+The minter's round announces all its outcomes at once: `minted` and `mint_failed` build the
+events and `stage` puts them in the outbox in one INSERT (`EventPublisher.publish_many`).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +26,7 @@ import asyncpg
 from google.protobuf.message import Message
 
 from meshkit.convert import optional_timestamp
-from meshkit.events import EventPublisher
+from meshkit.events import EventPublisher, Staged
 from nft_service.domain.model import BuyerContact, RevocationMethod, TicketNft, TransferReason
 from nft_service.domain.states import MintState
 from tickettoken.common.v1 import common_pb2
@@ -77,9 +81,12 @@ class TicketEvents:
             event_id=eid,
         )
 
-    async def minted(
-        self, conn: asyncpg.Connection, ticket: TicketNft, contact: BuyerContact
-    ) -> None:
+    async def stage(self, conn: asyncpg.Connection, events: Sequence[Staged]) -> None:
+        """Put events built by `minted` / `mint_failed` in the outbox, in order, in one INSERT
+        (inside the caller's transaction)."""
+        await self._publisher.publish_many(conn, events)
+
+    def minted(self, ticket: TicketNft, contact: BuyerContact) -> Staged:
         event = events_pb2.TicketMinted(
             **_purchase(ticket, contact),
             mint_address=ticket.mint_address,
@@ -97,16 +104,11 @@ class TicketEvents:
             cluster=self.cluster,
             minted_at=optional_timestamp(ticket.minted_at),
         )
-        await self._publish(conn, event, ticket.ticket_id, event_id("minted", ticket.ticket_id))
+        return Staged(event, AGGREGATE, ticket.ticket_id, event_id("minted", ticket.ticket_id))
 
-    async def mint_failed(
-        self,
-        conn: asyncpg.Connection,
-        ticket: TicketNft,
-        contact: BuyerContact,
-        *,
-        round_id: uuid.UUID,
-    ) -> None:
+    def mint_failed(
+        self, ticket: TicketNft, contact: BuyerContact, *, round_id: uuid.UUID
+    ) -> Staged:
         event = events_pb2.MintFailed(
             **_purchase(ticket, contact),
             error_code=ticket.error_code,
@@ -116,7 +118,7 @@ class TicketEvents:
             failed_at=optional_timestamp(ticket.updated_at),
         )
         eid = event_id("mint_failed", ticket.ticket_id, str(round_id))
-        await self._publish(conn, event, ticket.ticket_id, eid)
+        return Staged(event, AGGREGATE, ticket.ticket_id, eid)
 
     async def transferred(
         self,

@@ -1,9 +1,12 @@
 """Minting use cases: MintTickets (queue a payment's tickets), GetMintJob, and the operator's
 list and requeue of failed mints (mintctl).
 
-MintTickets writes the job, its tickets (each with its mint address fixed now, derived from
-(payment, ticket)) and their metadata documents in one transaction and returns at once; the
-minters (jobs/minter.py) take it from the queue. A second MintTickets for the same payment finds
+MintTickets writes the job, its tickets and their metadata documents in one transaction and
+returns at once; the minters (jobs/minter.py) take it from the queue. Everything the mint will
+carry is fixed now: the mint address (derived from (payment, ticket)), the name (the caller's,
+else the default from the event name and the seat), the symbol, and the uri — the content
+address of the metadata JSON, which can hold the mint address because that is known before the
+mint exists. A second MintTickets for the same payment finds
 the job (a redelivered event) and re-queues its failed tickets (an operator's retry).
 """
 
@@ -35,10 +38,11 @@ from nft_service.domain.errors import (
 )
 from nft_service.domain.metadata import (
     canonical,
+    max_uri_length,
     metadata_json,
     metadata_uri,
     onchain_metadata,
-    uri_length,
+    token_name,
 )
 from nft_service.domain.model import JobView, MintRequest, TicketNft, TicketSpec
 from nft_service.domain.rules import mint_violations
@@ -78,10 +82,12 @@ class Minting:
         self._wake = wake
 
     def _check(self, request: MintRequest, base: str) -> None:
-        symbol, uri = self._rules.symbol, "u" * uri_length(base)
+        symbol, uri = self._rules.symbol, "u" * max_uri_length(base)
 
         def transaction_size(spec: TicketSpec) -> int:
-            return estimated_mint_size(onchain_metadata(spec, symbol=symbol, uri=uri))
+            return estimated_mint_size(
+                onchain_metadata(name=token_name(spec), symbol=symbol, uri=uri)
+            )
 
         raise_if(
             mint_violations(
@@ -99,20 +105,27 @@ class Minting:
         custodial_wallet = str(self._derivation.custodial_address(request.buyer_id))
         documents: dict[str, bytes] = {}
         new: list[tickets.NewTicket] = []
+        symbol = self._rules.symbol
         for position, spec in enumerate(request.tickets):
+            seed = self._derivation.mint_seed(request.payment_id, spec.ticket_id)
+            mint = str(mint_address(self._payer, seed))
+            name = token_name(spec)
             sha, body = canonical(
-                metadata_json(spec, symbol=self._rules.symbol, event_id=request.event_id)
+                metadata_json(
+                    spec, name=name, symbol=symbol, event_id=request.event_id, mint_address=mint
+                )
             )
             documents[sha] = body
-            seed = self._derivation.mint_seed(request.payment_id, spec.ticket_id)
             new.append(
                 tickets.NewTicket(
                     spec=spec,
                     position=position,
-                    mint_address=str(mint_address(self._payer, seed)),
+                    mint_address=mint,
                     mint_seed=seed,
                     owner_wallet=spec.owner_wallet or custodial_wallet,
                     custodial=not spec.owner_wallet,
+                    token_name=name,
+                    token_symbol=symbol,
                     metadata_sha=sha,
                     metadata_uri=metadata_uri(base, sha),
                 )
@@ -131,28 +144,26 @@ class Minting:
         async def write(conn: asyncpg.Connection) -> tuple[JobView, bool]:
             created = await mint_jobs.insert(conn, job_id, request)
             if created is not None:
-                taken = await tickets.taken(conn, [t.spec.ticket_id for t in new])
-                if taken:
-                    raise TicketsOfOtherPayment(taken)
                 await metadata.insert(conn, sorted(documents.items()))
-                await tickets.insert_many(conn, created, new, str(TOKEN_2022))
-                current = created
-            else:
-                existing = await mint_jobs.by_payment(conn, request.payment_id)
-                assert existing is not None  # the conflicting row, visible in this snapshot
-                if existing.tickets_fingerprint != fingerprint:
-                    raise PaymentHasOtherMintJob(str(existing.id))
-                requeued = await mint_queue.requeue_failed(conn, existing.id)
-                if requeued:
-                    logger.warning(
-                        "failed mints re-queued",
-                        extra={"job_id": str(existing.id), "tickets": requeued},
+                inserted = await tickets.insert_many(conn, created, new, str(TOKEN_2022))
+                if len(inserted) < len(new):  # ticket ids of another payment: roll back
+                    ids = {t.ticket_id for t in inserted}
+                    raise TicketsOfOtherPayment(
+                        sorted(t.spec.ticket_id for t in new if t.spec.ticket_id not in ids)
                     )
-                current = existing
+                return JobView(created, tuple(inserted)), True
+            existing = await mint_jobs.by_payment(conn, request.payment_id)
+            assert existing is not None  # the conflicting row, visible in this snapshot
+            if existing.tickets_fingerprint != fingerprint:
+                raise PaymentHasOtherMintJob(str(existing.id))
+            requeued = await mint_queue.requeue_failed(conn, existing.id)
+            if requeued:
+                logger.warning(
+                    "failed mints re-queued",
+                    extra={"job_id": str(existing.id), "tickets": requeued},
+                )
             # Read in the same transaction: the reply shows the job as queued.
-            return JobView(current, tuple(await tickets.of_job(conn, current.id))), (
-                created is not None
-            )
+            return JobView(existing, tuple(await tickets.of_job(conn, existing.id))), False
 
         view, created = await self._db.run_in_tx(write)
         self._wake.set()
@@ -171,13 +182,10 @@ class Minting:
     async def job(self, *, job_id: uuid.UUID | None = None, payment_id: str = "") -> JobView:
         """GetMintJob: by job id, or by payment id (one job per payment)."""
         async with self._db.acquire() as conn:
-            if job_id is not None:
-                found = await mint_jobs.by_id(conn, job_id)
-            else:
-                found = await mint_jobs.by_payment(conn, payment_id)
-            if found is None:
-                raise MintJobNotFound()
-            return JobView(found, tuple(await tickets.of_job(conn, found.id)))
+            found = await mint_jobs.view(conn, job_id=job_id, payment_id=payment_id)
+        if found is None:
+            raise MintJobNotFound()
+        return found
 
     async def queue_depth(self) -> int:
         async with self._db.acquire() as conn:

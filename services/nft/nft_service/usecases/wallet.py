@@ -14,7 +14,7 @@ from meshkit.db import Database
 from nft_service.adapters.chain import Chain, ChainError
 from nft_service.adapters.chain.token import mint_cost
 from nft_service.domain.errors import ChainUnavailable
-from nft_service.domain.metadata import metadata_uri, typical_ticket
+from nft_service.domain.metadata import largest_onchain
 from nft_service.domain.model import WalletInfo
 from nft_service.store import tickets
 from nft_service.usecases.metrics import NftMetrics
@@ -50,26 +50,29 @@ class Wallet:
         self._base_url = base_url
 
     async def lamports_per_mint(self) -> int:
-        """What one ticket costs the payer: the recent average, else a typical ticket's cost
-        at the chain's rent."""
+        """What one ticket costs the payer: the average recorded by the recent mints, else the
+        largest ticket's cost at the rent read from the chain (raises ChainError while the rent
+        cannot be read)."""
         async with self._db.acquire() as conn:
             recorded = await tickets.average_mint_cost(conn)
         if recorded is not None:
             return recorded
-        uri = metadata_uri(self._base_url(), "0" * 64)
-        return mint_cost(typical_ticket(self._rules.symbol, uri), self._chain.rent)
+        largest = largest_onchain(self._rules.symbol, self._base_url())
+        return mint_cost(largest, await self._chain.rent()).total
 
     async def read(self) -> WalletInfo:
-        """GetMintingWallet (also refreshes the balance gauges)."""
+        """GetMintingWallet (also refreshes the balance gauges); UNAVAILABLE while the chain
+        (its balance or its rent) cannot be read."""
         try:
             balance = await self._chain.get_balance(self._payer)
+            per_mint = await self.lamports_per_mint()
         except ChainError as exc:
             raise ChainUnavailable("the chain cannot be read right now", retry_after=1.0) from exc
         info = WalletInfo(
             address=str(self._payer),
             balance=balance.lamports,
             threshold=self._rules.low_balance_lamports,
-            lamports_per_mint=await self.lamports_per_mint(),
+            lamports_per_mint=per_mint,
             cluster=self._chain.cluster,
             slot=balance.slot,
             checked_at=datetime.now(UTC),

@@ -267,6 +267,36 @@ OWNERSHIP_STATUS_NOT_MINTED: OwnershipStatus.ValueType  # 4
 """The ticket is not minted (yet)."""
 Global___OwnershipStatus: _TypeAlias = OwnershipStatus  # noqa: Y015
 
+class _MetadataCheck:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MetadataCheckEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MetadataCheck.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    METADATA_CHECK_UNSPECIFIED: _MetadataCheck.ValueType  # 0
+    METADATA_CHECK_NOT_CHECKED: _MetadataCheck.ValueType  # 1
+    """The uri does not name its content (not a form this service issues): nothing to compare."""
+    METADATA_CHECK_MATCHES: _MetadataCheck.ValueType  # 2
+    """The document served at the uri hashes to the address in the uri."""
+    METADATA_CHECK_TAMPERED: _MetadataCheck.ValueType  # 3
+    """The document served at the uri does not hash to the address in the uri: it was changed."""
+    METADATA_CHECK_UNREACHABLE: _MetadataCheck.ValueType  # 4
+    """The document could not be fetched (host down, timeout, HTTP error); see detail."""
+
+class MetadataCheck(_MetadataCheck, metaclass=_MetadataCheckEnumTypeWrapper):
+    """The result of checking a ticket's metadata document against its content address."""
+
+METADATA_CHECK_UNSPECIFIED: MetadataCheck.ValueType  # 0
+METADATA_CHECK_NOT_CHECKED: MetadataCheck.ValueType  # 1
+"""The uri does not name its content (not a form this service issues): nothing to compare."""
+METADATA_CHECK_MATCHES: MetadataCheck.ValueType  # 2
+"""The document served at the uri hashes to the address in the uri."""
+METADATA_CHECK_TAMPERED: MetadataCheck.ValueType  # 3
+"""The document served at the uri does not hash to the address in the uri: it was changed."""
+METADATA_CHECK_UNREACHABLE: MetadataCheck.ValueType  # 4
+"""The document could not be fetched (host down, timeout, HTTP error); see detail."""
+Global___MetadataCheck: _TypeAlias = MetadataCheck  # noqa: Y015
+
 @_typing.final
 class TicketToMint(_message.Message):
     """One ticket to mint, with the facts written into its metadata."""
@@ -304,6 +334,7 @@ class TicketToMint(_message.Message):
     TICKET_TYPE_FIELD_NUMBER: _builtins.int
     IMAGE_URL_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     """Our ticket id; with the payment id it determines the mint address."""
     owner_wallet: _builtins.str
@@ -322,6 +353,10 @@ class TicketToMint(_message.Message):
     """Ticket type name, e.g. "VIP"."""
     image_url: _builtins.str
     """Artwork URL for the off-chain metadata image."""
+    name: _builtins.str
+    """Short on-chain name, at most 32 bytes, e.g. an event code and the seat; empty = built from
+    the event name and the seat.
+    """
     @_builtins.property
     def event_starts_at(self) -> _timestamp_pb2.Timestamp:
         """When the event starts."""
@@ -344,10 +379,11 @@ class TicketToMint(_message.Message):
         ticket_type: _builtins.str = ...,
         image_url: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_starts_at", b"event_starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "event_name", b"event_name", "event_starts_at", b"event_starts_at", "image_url", b"image_url", "owner_wallet", b"owner_wallet", "row", b"row", "seat", b"seat", "section", b"section", "ticket_id", b"ticket_id", "ticket_type", b"ticket_type", "venue_name", b"venue_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "event_name", b"event_name", "event_starts_at", b"event_starts_at", "image_url", b"image_url", "name", b"name", "owner_wallet", b"owner_wallet", "row", b"row", "seat", b"seat", "section", b"section", "ticket_id", b"ticket_id", "ticket_type", b"ticket_type", "venue_name", b"venue_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,6 +558,9 @@ class TicketNft(_message.Message):
     REVOCATION_METHOD_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    COST_LAMPORTS_FIELD_NUMBER: _builtins.int
+    MINT_ACCOUNT_SIZE_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     """Our ticket id."""
     mint_address: _builtins.str
@@ -564,6 +603,15 @@ class TicketNft(_message.Message):
     """Why it was revoked, when REVOKED."""
     revocation_method: Global___RevocationMethod.ValueType
     """How it was revoked, when REVOKED."""
+    name: _builtins.str
+    """Short on-chain name written on the mint."""
+    cost_lamports: _builtins.int
+    """What minting it cost the platform's payer, in lamports: the rent of the mint and of the
+    holder's token account at the rent read from the chain when it was minted, plus the
+    signature fee. 0 until minted.
+    """
+    mint_account_size: _builtins.int
+    """Size of the mint account in bytes (its rent is part of cost_lamports). 0 until minted."""
     @_builtins.property
     def event_starts_at(self) -> _timestamp_pb2.Timestamp:
         """When the event starts."""
@@ -608,14 +656,65 @@ class TicketNft(_message.Message):
         revocation_method: Global___RevocationMethod.ValueType = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        name: _builtins.str = ...,
+        cost_lamports: _builtins.int = ...,
+        mint_account_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_starts_at", b"event_starts_at", "minted_at", b"minted_at", "revoked_at", b"revoked_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "custodial", b"custodial", "event_id", b"event_id", "event_name", b"event_name", "event_starts_at", b"event_starts_at", "metadata_uri", b"metadata_uri", "mint_address", b"mint_address", "mint_signature", b"mint_signature", "minted_at", b"minted_at", "order_id", b"order_id", "owner_wallet", b"owner_wallet", "payment_id", b"payment_id", "revocation_method", b"revocation_method", "revoke_reason", b"revoke_reason", "revoked_at", b"revoked_at", "row", b"row", "seat", b"seat", "section", b"section", "status", b"status", "ticket_id", b"ticket_id", "ticket_type", b"ticket_type", "token_program", b"token_program", "updated_at", b"updated_at", "venue_id", b"venue_id", "venue_name", b"venue_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "cost_lamports", b"cost_lamports", "custodial", b"custodial", "event_id", b"event_id", "event_name", b"event_name", "event_starts_at", b"event_starts_at", "metadata_uri", b"metadata_uri", "mint_account_size", b"mint_account_size", "mint_address", b"mint_address", "mint_signature", b"mint_signature", "minted_at", b"minted_at", "name", b"name", "order_id", b"order_id", "owner_wallet", b"owner_wallet", "payment_id", b"payment_id", "revocation_method", b"revocation_method", "revoke_reason", b"revoke_reason", "revoked_at", b"revoked_at", "row", b"row", "seat", b"seat", "section", b"section", "status", b"status", "ticket_id", b"ticket_id", "ticket_type", b"ticket_type", "token_program", b"token_program", "updated_at", b"updated_at", "venue_id", b"venue_id", "venue_name", b"venue_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TicketNft: _TypeAlias = TicketNft  # noqa: Y015
+
+@_typing.final
+class MetadataVerification(_message.Message):
+    """A ticket's off-chain metadata document, fetched from its uri and hashed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    EXPECTED_ADDRESS_FIELD_NUMBER: _builtins.int
+    COMPUTED_ADDRESS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    check: Global___MetadataCheck.ValueType
+    """The outcome."""
+    uri: _builtins.str
+    """The uri fetched: the one on the mint when the chain was read in the same request, else
+    our record's.
+    """
+    expected_address: _builtins.str
+    """The content address the uri names: base58 sha256 (uri "<base>/<address>"), or hex sha256
+    for tickets minted with the earlier layout (uri "<base>/<sha256>.json").
+    """
+    computed_address: _builtins.str
+    """The same address computed from the bytes served; empty when nothing was fetched."""
+    detail: _builtins.str
+    """Why the document is unreachable or tampered, e.g. "HTTP 404" or "timeout"."""
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was fetched."""
+
+    def __init__(
+        self,
+        *,
+        check: Global___MetadataCheck.ValueType = ...,
+        uri: _builtins.str = ...,
+        expected_address: _builtins.str = ...,
+        computed_address: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "checked_at", b"checked_at", "computed_address", b"computed_address", "detail", b"detail", "expected_address", b"expected_address", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetadataVerification: _TypeAlias = MetadataVerification  # noqa: Y015
 
 @_typing.final
 class OnChainState(_message.Message):
@@ -818,22 +917,28 @@ class GetTicketNftRequest(_message.Message):
     TICKET_ID_FIELD_NUMBER: _builtins.int
     MINT_ADDRESS_FIELD_NUMBER: _builtins.int
     VERIFY_ON_CHAIN_FIELD_NUMBER: _builtins.int
+    VERIFY_METADATA_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     """By our ticket id."""
     mint_address: _builtins.str
     """By mint address."""
     verify_on_chain: _builtins.bool
     """Also read the token from the chain and compare it with our record."""
+    verify_metadata: _builtins.bool
+    """Also fetch the metadata document at the ticket's uri and check that it hashes to the
+    address in the uri.
+    """
     def __init__(
         self,
         *,
         ticket_id: _builtins.str = ...,
         mint_address: _builtins.str = ...,
         verify_on_chain: _builtins.bool = ...,
+        verify_metadata: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lookup", b"lookup", "mint_address", b"mint_address", "ticket_id", b"ticket_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookup", b"lookup", "mint_address", b"mint_address", "ticket_id", b"ticket_id", "verify_on_chain", b"verify_on_chain"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookup", b"lookup", "mint_address", b"mint_address", "ticket_id", b"ticket_id", "verify_metadata", b"verify_metadata", "verify_on_chain", b"verify_on_chain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_lookup: _TypeAlias = _typing.Literal["ticket_id", "mint_address"]  # noqa: Y015
     _WhichOneofArgType_lookup: _TypeAlias = _typing.Literal["lookup", b"lookup"]  # noqa: Y015
@@ -849,6 +954,7 @@ class GetTicketNftResponse(_message.Message):
 
     NFT_FIELD_NUMBER: _builtins.int
     ON_CHAIN_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def nft(self) -> Global___TicketNft:
         """Our record."""
@@ -857,15 +963,20 @@ class GetTicketNftResponse(_message.Message):
     def on_chain(self) -> Global___OnChainState:
         """The chain's view; set only when verify_on_chain was true."""
 
+    @_builtins.property
+    def metadata(self) -> Global___MetadataVerification:
+        """The metadata document check; set only when verify_metadata was true."""
+
     def __init__(
         self,
         *,
         nft: Global___TicketNft | None = ...,
         on_chain: Global___OnChainState | None = ...,
+        metadata: Global___MetadataVerification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["nft", b"nft", "on_chain", b"on_chain"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "nft", b"nft", "on_chain", b"on_chain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nft", b"nft", "on_chain", b"on_chain"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "nft", b"nft", "on_chain", b"on_chain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1104,22 +1215,28 @@ class VerifyOwnershipRequest(_message.Message):
     TICKET_ID_FIELD_NUMBER: _builtins.int
     MINT_ADDRESS_FIELD_NUMBER: _builtins.int
     WALLET_FIELD_NUMBER: _builtins.int
+    VERIFY_METADATA_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     """By our ticket id."""
     mint_address: _builtins.str
     """By mint address."""
     wallet: _builtins.str
     """The wallet presenting the ticket (base58)."""
+    verify_metadata: _builtins.bool
+    """Also fetch the metadata document at the uri on the mint and check that it hashes to the
+    address in the uri.
+    """
     def __init__(
         self,
         *,
         ticket_id: _builtins.str = ...,
         mint_address: _builtins.str = ...,
         wallet: _builtins.str = ...,
+        verify_metadata: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["mint_address", b"mint_address", "ticket", b"ticket", "ticket_id", b"ticket_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mint_address", b"mint_address", "ticket", b"ticket", "ticket_id", b"ticket_id", "wallet", b"wallet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mint_address", b"mint_address", "ticket", b"ticket", "ticket_id", b"ticket_id", "verify_metadata", b"verify_metadata", "wallet", b"wallet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_ticket: _TypeAlias = _typing.Literal["ticket_id", "mint_address"]  # noqa: Y015
     _WhichOneofArgType_ticket: _TypeAlias = _typing.Literal["ticket", b"ticket"]  # noqa: Y015
@@ -1140,6 +1257,7 @@ class VerifyOwnershipResponse(_message.Message):
     HOLDER_WALLET_FIELD_NUMBER: _builtins.int
     SLOT_FIELD_NUMBER: _builtins.int
     CHECKED_AT_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     owned: _builtins.bool
     """True only when status is OWNED."""
     status: Global___OwnershipStatus.ValueType
@@ -1156,6 +1274,10 @@ class VerifyOwnershipResponse(_message.Message):
     def checked_at(self) -> _timestamp_pb2.Timestamp:
         """When it was read."""
 
+    @_builtins.property
+    def metadata(self) -> Global___MetadataVerification:
+        """The metadata document check; set only when verify_metadata was true."""
+
     def __init__(
         self,
         *,
@@ -1166,10 +1288,11 @@ class VerifyOwnershipResponse(_message.Message):
         holder_wallet: _builtins.str = ...,
         slot: _builtins.int = ...,
         checked_at: _timestamp_pb2.Timestamp | None = ...,
+        metadata: Global___MetadataVerification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "holder_wallet", b"holder_wallet", "mint_address", b"mint_address", "owned", b"owned", "slot", b"slot", "status", b"status", "ticket_id", b"ticket_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "holder_wallet", b"holder_wallet", "metadata", b"metadata", "mint_address", b"mint_address", "owned", b"owned", "slot", b"slot", "status", b"status", "ticket_id", b"ticket_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,9 +5,10 @@ JSON-RPC endpoint through the `solana` AsyncClient). Both turn every failure int
 whose `kind` is one of the domain's `ErrorKind`s (domain/retry.py), so the minter's retry
 decisions do not depend on which chain answered.
 
-Rent exemption is linear in an account's size; each chain reads the line from the cluster when
-it starts (`rent`), so costs are never hard-coded (the genesis values stand in while an RPC
-endpoint cannot be read).
+Rent exemption is linear in an account's size (the runtime charges (128 + size) bytes at one
+rate); each chain reads the line from the cluster (`rent()`: two rent-exempt minimums, kept once
+read), so costs are never hard-coded. A chain whose rent cannot be read is not ready: `rent()`
+raises, and nothing is minted or estimated until it can be read.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "ErrorKind",
     "RecentBlockhash",
     "Rent",
+    "RentReader",
     "TxOutcome",
     "TxStatus",
     "classify_transaction_error",
@@ -113,21 +115,34 @@ class Rent:
 
     @classmethod
     async def read(cls, minimum: Callable[[int], Awaitable[int]]) -> Rent:
-        """Two reads give the whole line; the genesis values if the chain cannot be read (start
-        anyway: mints retry while an RPC endpoint is down)."""
-        try:
-            zero = await minimum(0)
-            one = await minimum(1)
-        except ChainError as exc:
-            logger.warning(
-                "cannot read rent from the chain; using defaults", extra={"error": str(exc)}
-            )
-            return GENESIS_RENT
+        """Two reads give the whole line. Raises ChainError when the chain cannot be read."""
+        zero = await minimum(0)
+        one = await minimum(1)
         return cls(base=zero, per_byte=one - zero)
 
 
-# 3,480 lamports per byte-year, two years to be exempt; 128 bytes of account overhead.
-GENESIS_RENT = Rent(base=128 * 6960, per_byte=6960)
+class RentReader:
+    """The chain's rent line, read on first use and kept (the cluster's rent does not change
+    while a process runs); a failed read raises and is tried again at the next use."""
+
+    def __init__(self, minimum: Callable[[int], Awaitable[int]]) -> None:
+        self._minimum = minimum
+        self._rent: Rent | None = None
+
+    async def get(self) -> Rent:
+        if self._rent is None:
+            self._rent = await Rent.read(self._minimum)
+        return self._rent
+
+    async def try_read(self) -> None:
+        """Read it now if the chain answers (at start); log and go on if not."""
+        try:
+            await self.get()
+        except ChainError as exc:
+            logger.warning(
+                "cannot read rent from the chain yet; minting waits until it can",
+                extra={"error": str(exc)},
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +187,13 @@ class Chain(Protocol):
     @property
     def cluster(self) -> str: ...
 
-    @property
-    def rent(self) -> Rent:
-        """The cluster's rent line, read by `start()`."""
+    async def rent(self) -> Rent:
+        """The cluster's rent line (read once, then kept). Raises ChainError while it cannot be
+        read: the chain is not ready."""
         ...
 
     async def start(self) -> None:
-        """Connect (or create the local chain) and read the rent line."""
+        """Connect (or create the local chain) and try to read the rent line."""
         ...
 
     async def close(self) -> None: ...

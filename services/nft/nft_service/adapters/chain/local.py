@@ -1,17 +1,21 @@
 """The local chain: LiteSVM (from `solders`) in-process, running the real SPL Token-2022, Associated
 Token Account and Memo programs. Dev and tests only; production settings refuse it.
 
-LiteSVM is synchronous (a mint executes in ~1.5 ms) and runs on the event loop's thread, with a
-yield after every transaction so gRPC and database work interleave with a round of mints.
-Measured on the 2-core dev box, a dedicated thread was slower (170-200 vs 215-270 mints/s): the
-executor thread must re-take the GIL after every transaction and waits up to the 5 ms switch
-interval while the loop is busy, and with both cores busy there is no parallelism to win.
+LiteSVM is synchronous (a mint executes in ~0.25 ms) and runs on the event loop's thread,
+yielding to the loop about every millisecond of a batch (`_YIELD_S`) so gRPC and database work
+interleave with a round of mints (not after every transaction: a loop turn per mint costs
+more than it gains). A dedicated thread does not help: LiteSVM holds the GIL while it executes,
+and measured on the 2-core dev box the thread was slower (170-200 vs 215-270 mints/s), re-taking
+the GIL after every transaction and waiting up to the 5 ms switch interval while the loop is
+busy.
 
 LiteSVM keeps state in memory only. So that a restart of the nft process in dev mode finds the
 tickets it minted, every account a landed transaction wrote (and every airdrop) is appended to a
 JSON-lines file, and on start the file is compacted (last write per address wins) and loaded back
-with `set_account`. Appending one line per transaction costs microseconds; a crash can lose at
-most the lines not yet flushed by the OS, the same window a local validator has.
+with `set_account`. The accounts of a batch (`submit_many`) are appended once, after its last
+transaction (the payer, written by all of them, once); a crash can lose at most the lines of the
+batch under way and those not yet flushed by the OS — transactions the process never reported
+as landed, so the minter re-sends them after a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import base64
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -33,11 +38,11 @@ from solders.transaction import Transaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
 from nft_service.adapters.chain.base import (
-    GENESIS_RENT,
     Accounts,
     Balance,
     RecentBlockhash,
     Rent,
+    RentReader,
     TxOutcome,
     TxStatus,
     classify_transaction_error,
@@ -50,6 +55,7 @@ T = TypeVar("T")
 
 # LiteSVM accepts only its latest blockhash; report a nominal validity window for the interface.
 _BLOCKHASH_WINDOW = 150
+_YIELD_S = 0.001
 
 
 def _account_json(key: Pubkey, account: Account | None) -> str:
@@ -99,7 +105,7 @@ class LocalChain:
         self._svm: LiteSVM | None = None
         self._log: IO[str] | None = None
         self._rent_cache: dict[int, int] = {}
-        self._rent = GENESIS_RENT
+        self._rent = RentReader(self.rent_exempt_minimum)
         self._height = 0
         # LiteSVM's blockhash never moves on its own, so re-signing the instructions of a
         # transaction that failed would give the same bytes ("already processed") forever. A
@@ -111,9 +117,8 @@ class LocalChain:
     def cluster(self) -> str:
         return self._cluster
 
-    @property
-    def rent(self) -> Rent:
-        return self._rent
+    async def rent(self) -> Rent:
+        return await self._rent.get()
 
     @property
     def svm(self) -> LiteSVM:
@@ -131,7 +136,7 @@ class LocalChain:
 
     async def start(self) -> None:
         await self._run(self._start_sync)
-        self._rent = await Rent.read(self.rent_exempt_minimum)
+        await self._rent.try_read()
 
     def _start_sync(self) -> None:
         svm = LiteSVM()
@@ -181,7 +186,7 @@ class LocalChain:
             self._log = None
 
     def _persist(self, keys: Sequence[Pubkey]) -> None:
-        if self._log is None:
+        if self._log is None or not keys:
             return
         svm = self.svm
         self._log.write("".join(_account_json(k, svm.get_account(k)) + "\n" for k in keys))
@@ -204,24 +209,37 @@ class LocalChain:
         blockhash: RecentBlockhash,
         funding_instructions: frozenset[int] = frozenset(),
     ) -> TxOutcome:
-        signature = tx.signatures[0]
-        return await self._run(lambda: self._submit_sync(tx, signature, funding_instructions))
+        (outcome,) = await self.submit_many([(tx, funding_instructions)], blockhash)
+        return outcome
 
     async def submit_many(
         self,
         items: Sequence[tuple[Transaction, frozenset[int]]],
         blockhash: RecentBlockhash,
     ) -> list[TxOutcome]:
-        return [await self.submit(tx, blockhash, funding) for tx, funding in items]
+        written: dict[Pubkey, None] = {}  # every account the batch wrote, in order, once
+        outcomes: list[TxOutcome] = []
+        try:
+            turn = time.perf_counter()
+            for tx, funding in items:
+                outcomes.append(self._submit_sync(tx, funding, written))
+                if time.perf_counter() - turn >= _YIELD_S:
+                    await asyncio.sleep(0)  # let other tasks run
+                    turn = time.perf_counter()
+        finally:
+            self._persist(list(written))
+        await asyncio.sleep(0)
+        return outcomes
 
     def _submit_sync(
-        self, tx: Transaction, signature: Signature, funding: frozenset[int]
+        self, tx: Transaction, funding: frozenset[int], written: dict[Pubkey, None]
     ) -> TxOutcome:
         svm = self.svm
+        signature = tx.signatures[0]
         result = svm.send_transaction(tx)
         slot = svm.get_clock().slot
         if isinstance(result, TransactionMetadata):
-            self._persist(writable_keys(tx))
+            written.update(dict.fromkeys(writable_keys(tx)))
             return TxOutcome(TxStatus.LANDED, signature, slot)
         assert isinstance(result, FailedTransactionMetadata)
         self._advance = True

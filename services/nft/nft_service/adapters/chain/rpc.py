@@ -44,13 +44,13 @@ from solders.transaction_status import TransactionConfirmationStatus, Transactio
 from meshkit.errors import MeshError
 from meshkit.resilience import ProviderGuard
 from nft_service.adapters.chain.base import (
-    GENESIS_RENT,
     Accounts,
     Balance,
     ChainError,
     ErrorKind,
     RecentBlockhash,
     Rent,
+    RentReader,
     TxOutcome,
     TxStatus,
     classify_transaction_error,
@@ -235,18 +235,17 @@ class RpcChain:
         self._poll = poll_interval
         self._resend = resend_interval
         self._rent_cache: dict[int, int] = {}
-        self._rent = GENESIS_RENT
+        self._rent = RentReader(self.rent_exempt_minimum)
 
     @property
     def cluster(self) -> str:
         return self._cluster
 
-    @property
-    def rent(self) -> Rent:
-        return self._rent
+    async def rent(self) -> Rent:
+        return await self._rent.get()
 
     async def start(self) -> None:
-        self._rent = await Rent.read(self.rent_exempt_minimum)
+        await self._rent.try_read()
 
     async def close(self) -> None:
         await self.rpc.close()

@@ -9,11 +9,20 @@ A ticket is one Token-2022 mint, created and completed in ONE atomic transaction
   2  PermanentDelegate init    the platform may move or burn the token without the holder's
                                signature (resale, revocation after a refund)
   3  InitializeMint2           decimals 0, mint authority = payer, freeze authority = payer
-  4  TokenMetadata initialize  name, symbol, uri
-  5+ TokenMetadata update_field  one per ticket fact (event, venue, date, section, row, seat, type)
-  .  create ATA (idempotent)   the holder's associated token account
-  .  MintTo 1
-  .  SetAuthority(MintTokens, None)  supply is 1 forever
+  4  TokenMetadata initialize  name, symbol, uri (the ticket's facts are in the JSON at the uri)
+  5  create ATA (idempotent)   the holder's associated token account
+  6  MintTo 1
+  7  SetAuthority(MintTokens, None)  supply is 1 forever
+
+The mint account is created with exactly the bytes it ends with: base mint padded to 165, the
+account type byte, MetadataPointer (4 + 64), PermanentDelegate (4 + 32) and the TokenMetadata TLV
+(4 + update authority 32 + mint 32 + three length-prefixed strings + an empty additional-fields
+vector 4), i.e. 354 + name + symbol + uri bytes; its lamports are the rent-exempt minimum for
+that size, read from the chain.
+
+Tickets minted with the earlier layout also carry their facts as additional metadata fields
+(one TokenMetadata UpdateField after step 4 each). They are decoded like any other; the builder
+still writes fields when given some, which only the tests do, to create such tickets.
 
 Instructions solana-py has no builders for are encoded here by hand; the simple SPL ones are too,
 because building them with `construct` costs more than the rest of the transaction. Layouts are
@@ -21,8 +30,8 @@ from the spl-token-2022 and spl-token-metadata-interface sources; the tests chec
 a real Token-2022 program (LiteSVM).
 
 Also here, because they follow from the same wire format: account sizes and what one ticket
-costs the payer at a given rent (`mint_cost`), the transaction size estimate the request rules
-compare with the 1,232-byte limit, and address parsing (base58 of exactly 32 bytes).
+costs the payer at the chain's rent (`mint_cost`), the transaction size estimate the request
+rules compare with the 1,232-byte limit, and address parsing (base58 of exactly 32 bytes).
 """
 
 from __future__ import annotations
@@ -73,8 +82,11 @@ ACCOUNT_BASE_LEN = 165
 # Mint data before TokenMetadata: base padded to 165, account type byte, MetadataPointer TLV
 # (4 + 64) and PermanentDelegate TLV (4 + 32).
 MINT_SPACE = ACCOUNT_BASE_LEN + 1 + (4 + 64) + (4 + 32)
+# TokenMetadata TLV without its strings: TLV header, update authority, mint, the three strings'
+# length prefixes and the additional fields' (empty) vector length.
+METADATA_FIXED = 4 + 32 + 32 + 3 * 4 + 4
 TOKEN_ACCOUNT_SPACE = ACCOUNT_BASE_LEN + 1 + 4  # Token-2022 ATA: ImmutableOwner TLV (empty)
-SIGNATURE_FEE = 5000  # lamports per signature
+SIGNATURE_FEE = 5000  # lamports per signature (a mint has one: the payer)
 
 # Instruction indices that move the payer's lamports, for error classification (a System error
 # there means "insufficient funds" or "address already in use", see base.py).
@@ -109,16 +121,9 @@ def mint_address(payer: Pubkey, seed: str) -> Pubkey:
 
 def tlv_len(metadata: TicketMetadata) -> int:
     """Bytes the TokenMetadata extension adds to the mint (TLV header included)."""
-    body = (
-        32  # update authority
-        + 32  # mint
-        + len(_borsh_str(metadata.name))
-        + len(_borsh_str(metadata.symbol))
-        + len(_borsh_str(metadata.uri))
-        + 4
-        + sum(len(_borsh_str(k)) + len(_borsh_str(v)) for k, v in metadata.fields)
-    )
-    return 4 + body
+    strings = sum(len(s.encode()) for s in (metadata.name, metadata.symbol, metadata.uri))
+    fields = sum(len(_borsh_str(k)) + len(_borsh_str(v)) for k, v in metadata.fields)
+    return METADATA_FIXED + strings + fields
 
 
 def mint_account_len(metadata: TicketMetadata) -> int:
@@ -126,11 +131,25 @@ def mint_account_len(metadata: TicketMetadata) -> int:
     return MINT_SPACE + tlv_len(metadata)
 
 
-def mint_cost(metadata: TicketMetadata, rent: Rent) -> int:
-    """What the payer spends on one ticket: both rents and the signature fee."""
-    return (
-        rent.exempt(mint_account_len(metadata)) + rent.exempt(TOKEN_ACCOUNT_SPACE) + SIGNATURE_FEE
-    )
+@dataclass(frozen=True, slots=True)
+class MintCost:
+    """What one ticket costs the payer: the rent-exempt minimums of the mint and of the holder's
+    token account (at the rent read from the chain) and the signature fee."""
+
+    mint_size: int
+    mint_rent: int
+    token_account_rent: int
+    fee: int = SIGNATURE_FEE
+
+    @property
+    def total(self) -> int:
+        return self.mint_rent + self.token_account_rent + self.fee
+
+
+def mint_cost(metadata: TicketMetadata, rent: Rent) -> MintCost:
+    """The payer's cost of minting a ticket with this metadata at `rent`."""
+    size = mint_account_len(metadata)
+    return MintCost(size, rent.exempt(size), rent.exempt(TOKEN_ACCOUNT_SPACE))
 
 
 def parse_address(value: str) -> Pubkey | None:
@@ -296,9 +315,21 @@ def freeze_instructions(
     ]
 
 
-def sign(instructions: Sequence[Instruction], payer: Keypair, blockhash: Hash) -> Transaction:
-    message = Message.new_with_blockhash(list(instructions), payer.pubkey(), blockhash)
-    return Transaction([payer], message, blockhash)
+def sign(
+    instructions: Sequence[Instruction],
+    payer: Keypair,
+    blockhash: Hash,
+    payer_key: Pubkey | None = None,
+) -> Transaction:
+    """The transaction of `instructions`, paid and signed by `payer` alone (every transaction
+    here has that one signer). `payer_key`, the payer's public key kept by the caller, spares
+    deriving it from the secret, and signing the message bytes directly spares
+    `Transaction([payer], ...)` deriving it twice more: each derivation costs about as much as
+    the signature itself."""
+    message = Message.new_with_blockhash(list(instructions), payer_key or payer.pubkey(), blockhash)
+    if message.header.num_required_signatures != 1:
+        raise ValueError("sign() signs with the payer only")
+    return Transaction.populate(message, [payer.sign_message(bytes(message))])
 
 
 # Per additional field: program index, account count, two account indices, data length (<= 2),
@@ -314,7 +345,7 @@ def _base_size() -> int:
         payer=payer,
         seed="0" * 32,
         holder=Pubkey.new_unique(),
-        metadata=TicketMetadata(name="", symbol="", uri="", fields=()),
+        metadata=TicketMetadata(name="", symbol="", uri=""),
         mint_lamports=1,
     )
     message = Message.new_with_blockhash(ixs, payer, Hash.default())
