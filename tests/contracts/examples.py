@@ -167,6 +167,99 @@ def valid_requests() -> list[Message]:
                 subject_template="Hi {{ name }}",
             ),
         ),
+        no.SendNotificationRequest(
+            idempotency_key=key,
+            recipient=no.Recipient(
+                user_id="buyer-1", email="ada@example.com", name="Ada", locale="en-US"
+            ),
+            channel=no.CHANNEL_EMAIL,
+            template_id="ticket_confirmation",
+            variables={
+                "event_name": "The Band: Fall Tour",
+                "venue_name": "Grand Hall",
+                "event_starts_at": "Fri 1 May 2026, 20:00",
+                "ticket_id": "pay-1-t0",
+                "mint_address": wallet,
+                "cluster": "devnet",
+                "metadata_uri": "https://tkt.example/m/abc",
+            },
+            dedup_key="ticket:pay-1-t0:confirmation",
+            metadata={"payment_id": "pay-1"},
+        ),
+        no.SendNotificationRequest(
+            idempotency_key=key,
+            recipient=no.Recipient(user_id="buyer-1", phone="+16155550100"),
+            channel=no.CHANNEL_SMS,
+            template_id="ticket_confirmation_sms",
+            variables={"event_name": "The Band", "mint_address": wallet, "cluster": "devnet"},
+            priority=no.NOTIFICATION_PRIORITY_HIGH,
+        ),
+        no.SendNotificationRequest(
+            idempotency_key=key,
+            recipient=no.Recipient(email="ada@example.com", time_zone="America/Chicago"),
+            channel=no.CHANNEL_EMAIL,
+            inline=no.InlineContent(subject="Hi {{ name }}", body_html="<p>{{ name }}</p>"),
+            variables={"name": "Ada"},
+            category=no.NOTIFICATION_CATEGORY_ACCOUNT,
+            scheduled_at=_timestamp("2026-05-01T20:00:00Z"),
+        ),
+        no.UpsertTemplateRequest(
+            idempotency_key=key,
+            template=no.Template(
+                id="event_reminder",
+                channel=no.CHANNEL_EMAIL,
+                locale="en-US",
+                category=no.NOTIFICATION_CATEGORY_EVENT_UPDATES,
+                subject_template="{{ event_name }} starts soon",
+                body_html_template="<p>See you at {{ venue_name }}</p>",
+                required_variables=["event_name", "venue_name"],
+            ),
+            expected_version=0,
+        ),
+        no.GetNotificationRequest(notification_id=key),
+        no.ListNotificationsRequest(
+            user_id="buyer-1",
+            page_size=20,
+            channel=no.CHANNEL_EMAIL,
+            statuses=[no.NOTIFICATION_STATUS_SENT],
+        ),
+        no.GetTemplateRequest(template_id="ticket_confirmation", locale="es-MX"),
+        no.RenderTemplateRequest(
+            template_id="payment_failed",
+            variables={"event_name": "E", "amount": "$1", "failure_message": "declined"},
+        ),
+        no.SetPreferencesRequest(
+            idempotency_key=key,
+            preferences=no.Preferences(
+                user_id="buyer-1",
+                channels=[no.ChannelPreference(channel=no.CHANNEL_SMS, enabled=False)],
+                categories=[
+                    no.CategoryPreference(category=no.NOTIFICATION_CATEGORY_MARKETING, enabled=True)
+                ],
+                quiet_hours=no.QuietHours(
+                    enabled=True, start_minute=1320, end_minute=480, time_zone="America/Chicago"
+                ),
+            ),
+        ),
+        no.GetPreferencesRequest(user_id="buyer-1"),
+        no.HandleProviderWebhookRequest(
+            webhook=c.ProviderWebhook(
+                provider="sendgrid",
+                payload=b'[{"event":"delivered","sg_event_id":"e1"}]',
+                headers={
+                    "x-twilio-email-event-webhook-signature": "MEUCIQ==",
+                    "x-twilio-email-event-webhook-timestamp": "1700000000",
+                },
+            )
+        ),
+        no.HandleProviderWebhookRequest(
+            webhook=c.ProviderWebhook(
+                provider="twilio",
+                payload=b"MessageSid=SM1&MessageStatus=delivered",
+                headers={"x-twilio-signature": "abc="},
+                url="https://notify.example/webhooks/twilio/status?notification_id=n",
+            )
+        ),
         i.StartOAuthRequest(
             idempotency_key=key,
             venue_id="venue-nash",

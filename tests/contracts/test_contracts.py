@@ -43,6 +43,7 @@ PB2_MODULES = (
     "tickettoken.nft.v1.nft_pb2",
     "tickettoken.nft.v1.events_pb2",
     "tickettoken.notify.v1.notify_pb2",
+    "tickettoken.notify.v1.events_pb2",
     "tickettoken.integration.v1.integration_pb2",
 )
 
@@ -50,6 +51,7 @@ PB2_MODULES = (
 EVENT_MODULES = (
     "tickettoken.payment.v1.events_pb2",
     "tickettoken.nft.v1.events_pb2",
+    "tickettoken.notify.v1.events_pb2",
 )
 
 # Every event: (field holding its aggregate's id, field holding when it happened).
@@ -62,6 +64,9 @@ EVENTS: dict[str, tuple[str, str]] = {
     "tickettoken.nft.v1.MintFailed": ("ticket_id", "failed_at"),
     "tickettoken.nft.v1.TicketTransferred": ("ticket_id", "transferred_at"),
     "tickettoken.nft.v1.TicketRevoked": ("ticket_id", "revoked_at"),
+    "tickettoken.notify.v1.NotificationSent": ("notification_id", "sent_at"),
+    "tickettoken.notify.v1.NotificationDelivered": ("notification_id", "delivered_at"),
+    "tickettoken.notify.v1.NotificationFailed": ("notification_id", "failed_at"),
 }
 # Messages of the event files that are parts of events, not events themselves.
 EVENT_PARTS = {"tickettoken.payment.v1.TicketLine"}

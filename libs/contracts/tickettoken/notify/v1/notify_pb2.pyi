@@ -295,6 +295,10 @@ class Notification(_message.Message):
     DELIVERED_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_FIELD_NUMBER: _builtins.int
+    TEMPLATE_LOCALE_FIELD_NUMBER: _builtins.int
+    DEFERRED_REASON_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Our notification id."""
     status: Global___NotificationStatus.ValueType
@@ -327,6 +331,14 @@ class Notification(_message.Message):
     """Why it FAILED, BOUNCED or was SUPPRESSED, e.g. "opted_out", "hard_bounce"."""
     error_message: _builtins.str
     """Error detail."""
+    dead_lettered: _builtins.bool
+    """True when it FAILED because its retries ran out: an operator can retry it
+    (`python -m notify_service.notifyctl retry`).
+    """
+    template_locale: _builtins.str
+    """Template locale used, after falling back from the recipient's locale."""
+    deferred_reason: _builtins.str
+    """Why it is still QUEUED past its scheduled time, e.g. "quiet_hours", "retry"; empty otherwise."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Caller metadata, e.g. payment_id, order_id."""
@@ -350,6 +362,10 @@ class Notification(_message.Message):
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When it last changed."""
+
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the next send attempt is due (QUEUED only)."""
 
     def __init__(
         self,
@@ -376,10 +392,14 @@ class Notification(_message.Message):
         delivered_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        dead_lettered: _builtins.bool = ...,
+        template_locale: _builtins.str = ...,
+        deferred_reason: _builtins.str = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivered_at", b"delivered_at", "scheduled_at", b"scheduled_at", "sent_at", b"sent_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivered_at", b"delivered_at", "next_attempt_at", b"next_attempt_at", "scheduled_at", b"scheduled_at", "sent_at", b"sent_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "category", b"category", "channel", b"channel", "created_at", b"created_at", "dedup_key", b"dedup_key", "delivered_at", b"delivered_at", "destination_masked", b"destination_masked", "error_code", b"error_code", "error_message", b"error_message", "id", b"id", "metadata", b"metadata", "priority", b"priority", "provider", b"provider", "provider_message_id", b"provider_message_id", "scheduled_at", b"scheduled_at", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "category", b"category", "channel", b"channel", "created_at", b"created_at", "dead_lettered", b"dead_lettered", "dedup_key", b"dedup_key", "deferred_reason", b"deferred_reason", "delivered_at", b"delivered_at", "destination_masked", b"destination_masked", "error_code", b"error_code", "error_message", b"error_message", "id", b"id", "metadata", b"metadata", "next_attempt_at", b"next_attempt_at", "priority", b"priority", "provider", b"provider", "provider_message_id", b"provider_message_id", "scheduled_at", b"scheduled_at", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template_id", b"template_id", "template_locale", b"template_locale", "template_version", b"template_version", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -720,18 +740,26 @@ class SendNotificationResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NOTIFICATION_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """True when dedup_key matched a notification created within the deduplication window:
+    nothing new was queued.
+    """
     @_builtins.property
     def notification(self) -> Global___Notification:
-        """The notification (QUEUED, or SUPPRESSED with the reason)."""
+        """The notification (QUEUED, or SUPPRESSED with the reason). When `duplicate` is true: the
+        earlier notification with the same dedup_key, as it stands now.
+        """
 
     def __init__(
         self,
         *,
         notification: Global___Notification | None = ...,
+        duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "notification", b"notification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
