@@ -39,7 +39,7 @@ SETTINGS: dict[str, type[KitSettings]] = {
     "notify": NotifySettings,
     "integration": IntegrationSettings,
 }
-HTTP_SERVICES = {"payment", "nft"}
+HTTP_SERVICES = {"payment", "nft", "notify"}
 PART_OF = "tickettoken-mesh"
 UID = 10001
 # DESIGN.md call graph: (caller, callee) over gRPC inside the mesh.
@@ -66,6 +66,9 @@ PLACEHOLDER_SECRETS = {
     "STRIPE_WEBHOOK_SECRET": "whsec_placeholder",
     "NFT_DERIVATION_SECRET": "placeholder-derivation-secret-of-at-least-32-chars",
     "SOLANA_RPC_URL": "https://api.mainnet-beta.solana.com",
+    "NOTIFY_UNSUBSCRIBE_SECRET": "placeholder-unsubscribe-secret-of-at-least-32-chars",
+    "SENDGRID_API_KEY": "SG.placeholder.placeholder",
+    "TWILIO_ACCOUNT_SID": "AC00000000000000000000000000000000",
 }
 
 Doc = dict[str, Any]

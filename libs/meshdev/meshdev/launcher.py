@@ -25,9 +25,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshdev.embedded import (
+    DevSmtp,
     EmbeddedPostgres,
     EmbeddedRedis,
     LocalStripe,
+    SendGridStandIn,
+    TwilioStandIn,
     death_signal_preexec,
     free_port,
 )
@@ -85,6 +88,13 @@ class Mesh:
         self.postgres: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
         self.stripe: LocalStripe | None = None
+        # notify's providers: the SMTP sink (mail kept as .eml files) and the stand-ins.
+        self.smtp: DevSmtp | None = None
+        self.sendgrid: SendGridStandIn | None = None
+        self.twilio: TwilioStandIn | None = None
+        self.http_ports = {
+            spec.name: free_port() if free_ports else spec.http_port for spec in SERVICES
+        }
         self.children: list[tuple[ServiceSpec, int, int, subprocess.Popen[bytes]]] = []
 
     def start(self) -> dict[str, object]:
@@ -114,7 +124,7 @@ class Mesh:
                 "GRPC_HOST": "127.0.0.1",
                 "GRPC_PORT": str(grpc_port),
                 "OPS_PORT": str(ops_port),
-                "HTTP_PORT": str(free_port() if self.free_ports else spec.http_port),
+                "HTTP_PORT": str(self.http_ports[spec.name]),
                 "MESH_EMBEDDED": "1" if embedded else "0",
                 "SHUTDOWN_GRACE_S": str(self.grace),
                 **service_env.get(spec.name, {}),
@@ -129,6 +139,7 @@ class Mesh:
             "database_url": database_url,
             "redis_url": redis_url,
             "embedded": embedded,
+            "mail": self._mail_state(),
             "services": {
                 spec.name: {"grpc": g, "ops": o, "pid": p.pid, "service": spec.grpc_service}
                 for spec, g, o, p in self.children
@@ -148,7 +159,58 @@ class Mesh:
             "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_mesh_dev"),
             "STRIPE_DEV_REGISTER_WEBHOOK": "true" if self.stripe is not None else "false",
         }
-        return {"payment": payment}
+        return {"payment": payment, "notify": self._notify_env()}
+
+    def _notify_env(self) -> dict[str, str]:
+        """notify's providers: email through the SMTP sink (SendGrid's stand-in second, for
+        failover), SMS through Twilio's stand-in; their receipts come back to notify's HTTP
+        port. Nothing is started when NOTIFY_EMAIL_PROVIDERS is set in the environment (the
+        caller configures notify itself)."""
+        if os.environ.get("NOTIFY_EMAIL_PROVIDERS"):
+            return {}
+        fixed = not self.free_ports
+        hooks = f"http://127.0.0.1:{self.http_ports['notify']}"
+        self.smtp = DevSmtp(
+            self.dev_dir / "smtp", 2525 if fixed else 0, mail_dir=self.dev_dir / "mail"
+        )
+        self.smtp.start()
+        self.sendgrid = SendGridStandIn(
+            self.dev_dir / "sendgrid",
+            8425 if fixed else 0,
+            webhook_url=f"{hooks}/webhooks/sendgrid",
+            auto_events=True,
+        )
+        self.sendgrid.start()
+        self.twilio = TwilioStandIn(
+            self.dev_dir / "twilio",
+            8426 if fixed else 0,
+            inbound_url=f"{hooks}/webhooks/twilio/inbound",
+        )
+        self.twilio.start()
+        return {
+            "NOTIFY_EMAIL_PROVIDERS": "smtp,sendgrid",
+            "NOTIFY_SMS_PROVIDERS": "twilio",
+            "NOTIFY_PUBLIC_BASE_URL": hooks,
+            "SMTP_HOST": self.smtp.host,
+            "SMTP_PORT": str(self.smtp.port),
+            "SENDGRID_API_BASE": self.sendgrid.url,
+            "SENDGRID_API_KEY": self.sendgrid.api_key,
+            "SENDGRID_WEBHOOK_PUBLIC_KEY": self.sendgrid.public_key,
+            "TWILIO_API_BASE": self.twilio.url,
+            "TWILIO_ACCOUNT_SID": self.twilio.account_sid,
+            "TWILIO_AUTH_TOKEN": self.twilio.auth_token,
+            "TWILIO_FROM_NUMBER": self.twilio.phone_number,
+        }
+
+    def _mail_state(self) -> dict[str, str]:
+        if self.smtp is None:
+            return {}
+        return {
+            "mail_dir": str(self.smtp.mail_dir),
+            "smtp": f"{self.smtp.host}:{self.smtp.port}",
+            "sendgrid": self.sendgrid.url if self.sendgrid else "",
+            "twilio": self.twilio.url if self.twilio else "",
+        }
 
     def wait_ready(self, timeout: float, stopping: Callable[[], bool]) -> list[str]:
         """Names of services not SERVING in time; gives up early on Ctrl-C or a crash."""
@@ -191,8 +253,9 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self.stripe is not None:
-            self.stripe.stop()
+        for standin in (self.stripe, self.twilio, self.sendgrid, self.smtp):
+            if standin is not None:
+                standin.stop()
         if self.redis is not None:
             self.redis.stop()
         if self.postgres is not None:
@@ -233,11 +296,35 @@ def banner(state: dict[str, object], token: str) -> str:
         f'"amount_minor": "5000"}}}}]}}\' '
         f"127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/CreatePayment",
         "",
+        *mail_lines(state),
         f"An admin token for the payment service (1 h): {token}",
         "More tokens: make tokens.   Stop: Ctrl-C.",
         "",
     ]
     return "\n".join(lines)
+
+
+def mail_lines(state: dict[str, object]) -> list[str]:
+    """Where notify's mail and texts go in dev."""
+    mail = state.get("mail")
+    if not isinstance(mail, dict) or not mail:
+        return []
+    notify = state["services"]["notify"]["grpc"]  # type: ignore[index]
+    return [
+        "Mail: every email notify sends is kept as an .eml file in",
+        f"  {mail['mail_dir']}   (SMTP sink on {mail['smtp']}; open one in any mail app)",
+        f"  SendGrid stand-in {mail['sendgrid']} (failover), Twilio stand-in {mail['twilio']}: "
+        f"curl {mail['sendgrid']}/_standin/messages, curl {mail['twilio']}/_standin/messages",
+        "Send one:",
+        "  NTOKEN=$(.venv/bin/python -m meshdev.tokens --role admin --aud tickettoken.notify)",
+        '  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $NTOKEN" -d '
+        "'{\"idempotency_key\": \"'$(.venv/bin/python -c 'import uuid; print(uuid.uuid4())')'\", "
+        '"recipient": {"email": "ada@example.com", "name": "Ada"}, "channel": "CHANNEL_EMAIL", '
+        '"template_id": "ticket_delayed", "variables": {"event_name": "The Band", '
+        '"ticket_id": "t-1"}}\' '
+        f"127.0.0.1:{notify} tickettoken.notify.v1.NotifyService/SendNotification",
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
