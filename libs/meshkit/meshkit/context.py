@@ -11,6 +11,22 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+# The trace context lives in OpenTelemetry's context (meshkit.tracing); these two are re-exported
+# for the callers that read it from here.
+from meshkit.tracing import current_traceparent, traceparent_var
+
+__all__ = [
+    "ANONYMOUS",
+    "CallInfo",
+    "Principal",
+    "call_var",
+    "current_call",
+    "current_request_id",
+    "current_traceparent",
+    "request_id_var",
+    "traceparent_var",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -54,8 +70,6 @@ class CallInfo(NamedTuple):
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 call_var: ContextVar[CallInfo | None] = ContextVar("call", default=None)
-traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
-"""W3C `traceparent` of the inbound call, when the caller sent one."""
 
 
 def current_call() -> CallInfo | None:
@@ -65,8 +79,3 @@ def current_call() -> CallInfo | None:
 
 def current_request_id() -> str | None:
     return request_id_var.get()
-
-
-def current_traceparent() -> str | None:
-    """The W3C trace context the current RPC arrived with, or None."""
-    return traceparent_var.get()
