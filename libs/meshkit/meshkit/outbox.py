@@ -11,9 +11,13 @@ on the event id.
 
 A failed delivery is retried with capped exponential backoff and full jitter; after
 `max_attempts` failures the event moves to `outbox_dead_letters` (same transaction), where an
-operator can list and replay it; `requeue_stuck` makes events waiting out a long backoff (after
-a consumer outage was fixed) due at once. Delivery order follows creation order within a batch,
-but a retried event is overtaken by later ones: consumers must not rely on ordering.
+operator can list and replay it. A handler that knows no retry can help (the consumer refused
+the event for good) raises `Undeliverable`: the event is dead-lettered at once, with the reason.
+`requeue_stuck` makes events waiting out a long backoff (after a consumer outage was fixed) due
+at once. Delivery order follows creation order within a batch, but a retried event is overtaken
+by later ones: consumers must not rely on ordering. With `concurrency` > 1 a batch's events are
+handed over several at a time, those with the same key (aggregate) still one after another in
+creation order.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "OutboxMetrics",
     "OutboxRelay",
     "Outgoing",
+    "Undeliverable",
     "backoff_delay",
     "list_dead_letters",
     "publish",
@@ -95,6 +100,16 @@ class DeadLetter(OutboxEvent):
 
     last_error: str | None = None
     dead_lettered_at: datetime | None = field(default=None)
+
+
+class Undeliverable(Exception):
+    """Raised by a relay handler when retrying cannot help (the consumer refused the event for
+    good, e.g. INVALID_ARGUMENT): the relay dead-letters the event on this attempt with
+    `reason` as its last error, instead of after `max_attempts`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _event_fields(row: asyncpg.Record) -> dict[str, Any]:
@@ -212,6 +227,13 @@ class OutboxMetrics:
             ["topic"],
             registry=registry,
         )
+        self.refused = Counter(
+            "outbox_refused_total",
+            "Outbox events dead-lettered at once because the handler found them undeliverable "
+            "(a consumer's permanent refusal); also counted in outbox_dead_lettered_total.",
+            ["topic"],
+            registry=registry,
+        )
         self.replayed = Counter(
             "outbox_replayed_total",
             "Dead-lettered events moved back to the outbox.",
@@ -286,7 +308,9 @@ _PENDING_SQL = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, Undeliverable):
+        text = f"undeliverable: {exc.reason}"
+    elif isinstance(exc, TimeoutError):
         text = f"TimeoutError: handler did not finish within {timeout:g}s"
     elif isinstance(exc, MeshError):
         text = f"{exc.code.name} {exc.reason}: {exc.message}"
@@ -300,7 +324,8 @@ class OutboxRelay(PollingWorker):
 
     Start with `asyncio.create_task(relay.run())`; `stop()` lets the current batch finish and
     makes `run()` return. A batch that fails as a whole (the database is unreachable) is retried
-    with the worker's capped backoff.
+    with the worker's capped backoff. `concurrency` is how many of a batch's events are in the
+    handler at once (events with the same key never at the same time).
     """
 
     def __init__(
@@ -317,9 +342,10 @@ class OutboxRelay(PollingWorker):
         handler_timeout: float = 30.0,
         name: str = "outbox",
         rng: random.Random | None = None,
+        concurrency: int = 1,
     ) -> None:
-        if batch_size < 1 or max_attempts < 1:
-            raise ValueError("batch_size and max_attempts must be >= 1")
+        if batch_size < 1 or max_attempts < 1 or concurrency < 1:
+            raise ValueError("batch_size, max_attempts and concurrency must be >= 1")
         self._rng = rng or random.Random()
         super().__init__(name, self._step, idle_s=poll_interval, rng=self._rng)
         self._db = db
@@ -331,6 +357,7 @@ class OutboxRelay(PollingWorker):
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
         self.handler_timeout = handler_timeout
+        self.concurrency = concurrency
 
     async def run(self) -> None:
         """Deliver batches until `stop()`; sleep `poll_interval` when there is nothing to do."""
@@ -345,10 +372,37 @@ class OutboxRelay(PollingWorker):
         """Claim and deliver one batch; return the number of events claimed."""
         async with self._db.transaction() as conn:
             rows = await conn.fetch(_CLAIM_SQL, self.batch_size)
-            for row in rows:
-                await self._deliver(conn, OutboxEvent(**_event_fields(row)))
+            events = [OutboxEvent(**_event_fields(row)) for row in rows]
+            if self.concurrency == 1 or len(events) < 2:
+                for event in events:
+                    await self._deliver(conn, event)
+            else:
+                await self._deliver_concurrently(conn, events)
         await self._refresh_pending()
         return len(rows)
+
+    async def _deliver_concurrently(
+        self, conn: asyncpg.Connection, events: Sequence[OutboxEvent]
+    ) -> None:
+        # One lane per key (an event without a key is a lane of its own), in creation order;
+        # at most `concurrency` lanes in the handler at once. The batch's connection takes one
+        # statement at a time: the lanes' bookkeeping writes take turns.
+        lanes: dict[object, list[OutboxEvent]] = {}
+        for event in events:
+            lanes.setdefault(event.key if event.key is not None else event.id, []).append(event)
+        slots = asyncio.Semaphore(self.concurrency)
+        writes = asyncio.Lock()
+
+        async def lane(queue: list[OutboxEvent]) -> None:
+            async with slots:
+                for event in queue:
+                    await self._deliver(conn, event, writes)
+
+        # A task group: if a bookkeeping write fails, the other lanes stop before the batch's
+        # transaction rolls back under them.
+        async with asyncio.TaskGroup() as group:
+            for queue in lanes.values():
+                group.create_task(lane(queue))
 
     async def _refresh_pending(self) -> None:
         # Read after commit: inside the batch's transaction the count would still include other
@@ -356,7 +410,12 @@ class OutboxRelay(PollingWorker):
         async with self._db.acquire() as conn:
             self.metrics.pending.set(await conn.fetchval(_PENDING_SQL))
 
-    async def _deliver(self, conn: asyncpg.Connection, event: OutboxEvent) -> None:
+    async def _deliver(
+        self,
+        conn: asyncpg.Connection,
+        event: OutboxEvent,
+        writes: asyncio.Lock | None = None,
+    ) -> None:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.handler_timeout):
@@ -364,10 +423,12 @@ class OutboxRelay(PollingWorker):
         except Exception as exc:
             self.metrics.delivery_seconds.labels(event.topic).observe(time.perf_counter() - started)
             self.metrics.failures.labels(event.topic).inc()
-            await self._failed(conn, event, exc)
+            async with writes or contextlib.nullcontext():
+                await self._failed(conn, event, exc)
             return
         self.metrics.delivery_seconds.labels(event.topic).observe(time.perf_counter() - started)
-        await conn.execute(_DELIVERED_SQL, event.id)
+        async with writes or contextlib.nullcontext():
+            await conn.execute(_DELIVERED_SQL, event.id)
         self.metrics.delivered.labels(event.topic).inc()
 
     async def _failed(self, conn: asyncpg.Connection, event: OutboxEvent, exc: Exception) -> None:
@@ -380,10 +441,13 @@ class OutboxRelay(PollingWorker):
             "attempts": attempts,
             "error": error,
         }
-        if attempts >= self.max_attempts:
+        refused = isinstance(exc, Undeliverable)
+        if refused or attempts >= self.max_attempts:
             await conn.execute(_DEAD_LETTER_SQL, event.id, attempts, error)
             self.metrics.dead_lettered.labels(event.topic).inc()
-            logger.error("outbox event dead-lettered", extra=log)
+            if refused:
+                self.metrics.refused.labels(event.topic).inc()
+            logger.error("outbox event dead-lettered", extra={**log, "refused": refused})
             return
         delay = backoff_delay(attempts, self.base_backoff, self.max_backoff, self._rng)
         await conn.execute(_RETRY_SQL, event.id, attempts, error, delay)
