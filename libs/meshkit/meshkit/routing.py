@@ -16,7 +16,9 @@ event the router:
 * unpacks its `EventEnvelope` and payload (an event that is not one can never be delivered:
   `Undeliverable`);
 * sets the event's request id (that of the RPC which caused it, else the event id) and continues
-  the event's trace, so the calls it makes and their log lines join the work that caused it;
+  the event's trace (`meshkit.tracing.continue_trace` with the envelope's traceparent: a span
+  of this relay in the producer's trace), so the calls it makes — and the consumer's work and
+  log lines — join the work that caused the event;
 * runs every route of the event's type, at once. An action calls a consumer's RPC with an
   idempotency key from `delivery.key(*parts)`: a UUID derived from the event id, the route name
   and the parts (e.g. a ticket id), so one event can make several calls, each with its own key,
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import Field
 
@@ -61,6 +64,7 @@ from meshkit.context import request_id_var
 from meshkit.events import envelope_of, unpack_event
 from meshkit.outbox import OutboxEvent, OutboxRelay, Undeliverable
 from meshkit.settings import KitSettings
+from meshkit.tracing import continue_trace
 from tickettoken.common.v1 import common_pb2
 
 if TYPE_CHECKING:
@@ -315,14 +319,26 @@ class EventRouter:
         attempt = event.attempts + 1
         token = request_id_var.set(envelope.request_id or envelope.event_id)
         try:
-            # TODO(tracing): wrap in `with continue_trace(envelope.trace.traceparent or None):`
-            results = await asyncio.gather(
-                *(self._run(route, payload, envelope, attempt) for route in routes),
-                return_exceptions=True,
-            )
+            with continue_trace(
+                envelope.trace.traceparent or None,
+                envelope.trace.tracestate or None,
+                name=f"deliver {envelope.event_type}",
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "outbox",
+                    "messaging.message.id": envelope.event_id,
+                    "messaging.destination.name": envelope.event_type,
+                    "outbox.relay": self.relay,
+                    "outbox.attempt": attempt,
+                },
+            ):
+                results = await asyncio.gather(
+                    *(self._run(route, payload, envelope, attempt) for route in routes),
+                    return_exceptions=True,
+                )
+                self._settle(envelope, routes, results, attempt)
         finally:
             request_id_var.reset(token)
-        self._settle(envelope, routes, results, attempt)
 
     async def _run(
         self, route: Route[Any], payload: Message, envelope: common_pb2.EventEnvelope, n: int

@@ -28,6 +28,7 @@ from meshkit.routing import (
     idempotency_key,
     refusal,
 )
+from meshkit.tracing import current_traceparent
 from tickettoken.common.v1 import common_pb2
 from tickettoken.notify.v1 import notify_pb2
 from tickettoken.payment.v1 import events_pb2
@@ -42,10 +43,13 @@ def rpc_error(
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details=message)
 
 
-def outbox_event(event: events_pb2.PaymentFailed | events_pb2.PayoutCreated) -> OutboxEvent:
+def outbox_event(
+    event: events_pb2.PaymentFailed | events_pb2.PayoutCreated, traceparent: str = ""
+) -> OutboxEvent:
     envelope = EventPublisher("payment").envelope(
         event, aggregate_type="payment", aggregate_id="p-1", event_id=uuid.uuid4()
     )
+    envelope.trace.traceparent = traceparent
     return OutboxEvent(
         id=uuid.UUID(envelope.event_id),
         topic=envelope.event_type,
@@ -358,3 +362,23 @@ async def test_routes_run_under_the_events_request_id() -> None:
     await router(background)
     assert seen == ["rpc-42", str(background.id)]
     assert current_request_id() is None
+
+
+async def test_routes_continue_the_events_trace() -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    seen: list[str | None] = []
+
+    async def act(event: events_pb2.PaymentFailed, delivery: Delivery) -> None:
+        seen.append(current_traceparent())
+
+    router = EventRouter([Route(events_pb2.PaymentFailed, "a", act)], registry=CollectorRegistry())
+    traced = outbox_event(failed_event(), traceparent=f"00-{trace_id}-00f067aa0ba902b7-01")
+    await router(traced)
+    await router(outbox_event(failed_event()))  # no trace stored: a trace of its own
+    continued, fresh = seen
+    assert continued is not None and fresh is not None
+    version, trace, span, flags = continued.split("-")
+    # The producer's trace, a span of the relay's own, the producer's sampling decision.
+    assert (version, trace, flags) == ("00", trace_id, "01") and span != "00f067aa0ba902b7"
+    assert fresh.split("-")[1] not in (trace_id, "0" * 32)
+    assert current_traceparent() is None
