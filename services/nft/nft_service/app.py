@@ -3,7 +3,8 @@
   keys (start-up fails on a missing or malformed payer key in production) → the chain (LiteSVM
   or RPC, per settings) and the metadata fetcher (both through the kit's guards) → the shared
   steps (tickets on chain, events) → the use cases → the servicer, the metadata routes, the
-  minters and the wallet check.
+  minters, the wallet check and the event relay (TicketMinted / MintFailed → notify:
+  jobs/relay.py).
 
 Lifecycle (the kit's hooks): at start, once the ports are bound, the chain starts (and tries to
 read the rent) and, outside production, the payer is airdropped; at stop, after the minters
@@ -16,6 +17,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from meshkit.routing import EventRouter, add_event_relay
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
 from nft_service.adapters.chain import build_chain
 from nft_service.adapters.keys import Derivation, load_derivation_secret, load_payer
@@ -28,6 +30,7 @@ from nft_service.domain.retry import RetryPolicy
 from nft_service.http.metadata import LEGACY_ROUTE, ROUTE, MetadataRoute
 from nft_service.jobs import wallet_check
 from nft_service.jobs.minter import Minter, MinterDeps, MinterSettings
+from nft_service.jobs.relay import NftRelay
 from nft_service.policy import POLICY
 from nft_service.settings import NftSettings
 from nft_service.usecases.custody import Custody
@@ -128,6 +131,8 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         settings.nft_wallet_check_interval_s,
         wallet_check.wallet_check(wallet, minting, metrics),
     )
+    relay = NftRelay(kit.clients, timeout_s=settings.relay_call_timeout_s)
+    add_event_relay(kit, EventRouter(relay.routes(), registry=kit.registry, relay="nft"), settings)
     return [
         ServiceRegistration.of(
             nft_pb2_grpc,

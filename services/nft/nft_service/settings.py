@@ -1,4 +1,5 @@
-"""Settings of the nft service: the kit's settings plus this service's own.
+"""Settings of the nft service: the kit's settings, its event relay's (meshkit.routing) and this
+service's own.
 
 The chain is chosen here: `SOLANA_CHAIN=local` runs LiteSVM in-process (the default for `make run`
 and the tests), `SOLANA_CHAIN=rpc` talks to any Solana JSON-RPC endpoint. Production refuses the
@@ -13,13 +14,14 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from meshkit.settings import KitSettings, is_local_url
+from meshkit.routing import RelaySettings
+from meshkit.settings import is_local_url
 from nft_service.domain.metadata import MAX_PRODUCTION_BASE_URL_CHARS, MAX_SYMBOL_BYTES
 
 LAMPORTS_PER_SOL = 1_000_000_000
 
 
-class NftSettings(KitSettings):
+class NftSettings(RelaySettings):
     """Environment variables of the nft service (see the README for the full list)."""
 
     service_name: ClassVar[str] = "nft"

@@ -3,13 +3,16 @@
 Everything is built here once and handed in (no module-level clients): the Stripe gateway behind
 the kit's "stripe" guard (closed at shutdown), the settlement step the use cases share, the use
 cases, the servicer with its error map, the webhook route on the public HTTP port, the
-reconciliation job and, in dev/test only, the localstripe webhook registration.
+reconciliation job, the event relay (PaymentSucceeded → nft MintTickets, refunds → RevokeTicket
+and a message, failures → a message: jobs/relay.py) and, in dev/test only, the localstripe
+webhook registration.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from meshkit.routing import EventRouter, add_event_relay
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
 from payment_service.adapters.stripe_gateway import StripeGateway
 from payment_service.api.errors import to_mesh_error
@@ -17,6 +20,7 @@ from payment_service.api.servicer import PaymentServicer
 from payment_service.domain.fees import Pricing
 from payment_service.http import stripe_webhook
 from payment_service.jobs import localstripe, reconciliation
+from payment_service.jobs.relay import PaymentRelay
 from payment_service.policy import POLICY
 from payment_service.settings import PaymentSettings
 from payment_service.usecases.cancel import Cancellations
@@ -117,6 +121,10 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
     )
     kit.add_http_route("POST", stripe_webhook.PATH, stripe_webhook.route(webhooks))
     reconciliation.schedule(kit, reconciler, settings.reconcile_interval_s)
+    relay = PaymentRelay(kit.clients, timeout_s=settings.relay_call_timeout_s)
+    add_event_relay(
+        kit, EventRouter(relay.routes(), registry=kit.registry, relay="payment"), settings
+    )
     if settings.stripe_dev_register_webhook and not settings.is_production:
         localstripe.register_on_start(
             kit, gateway, settings.stripe_webhook_secret.get_secret_value()

@@ -1,4 +1,5 @@
-"""Settings of the payment service: the kit's settings plus this service's own."""
+"""Settings of the payment service: the kit's settings, its event relay's (meshkit.routing) and
+this service's own."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from meshkit.settings import KitSettings, is_local_url
+from meshkit.routing import RelaySettings
+from meshkit.settings import is_local_url
 
 STRIPE_API_BASE = "https://api.stripe.com"
 
 
-class PaymentSettings(KitSettings):
+class PaymentSettings(RelaySettings):
     """Environment variables of the payment service (see the README for the full list)."""
 
     service_name: ClassVar[str] = "payment"

@@ -131,8 +131,11 @@ def payment_failed(p: Payment) -> events_pb2.PaymentFailed:
 
 def payment_refunded(p: Payment, refund: Refund) -> events_pb2.PaymentRefunded:
     """A refund succeeded (`p` is the payment with the refund counted): revoke its tickets and
-    tell the buyer."""
+    tell the buyer. A refund that makes the payment fully refunded cancels every ticket of it,
+    whichever tickets it named (none, when it refunded the remainder by amount or was made at
+    Stripe): nft revokes each at most once."""
     c = p.currency
+    full = p.refund_succeeded >= p.total
     return events_pb2.PaymentRefunded(
         payment_id=str(p.id),
         refund_id=str(refund.id),
@@ -145,8 +148,8 @@ def payment_refunded(p: Payment, refund: Refund) -> events_pb2.PaymentRefunded:
         amount=money(c, refund.amount),
         refunded_total=money(c, p.refund_succeeded),
         payment_total=money(c, p.total),
-        full_refund=p.refund_succeeded >= p.total,
-        ticket_ids=list(refund.ticket_ids),
+        full_refund=full,
+        ticket_ids=p.ticket_ids if full else list(refund.ticket_ids),
         reason=payment_pb2.RefundReason.ValueType(int(refund.reason)),
         provider_refund_id=refund.provider_refund_id or "",
         refunded_at=ts(refund.updated_at),
