@@ -47,6 +47,7 @@ __all__ = [
     "EmbeddedServerError",
     "LocalStripe",
     "SendGridStandIn",
+    "SquareStandIn",
     "StripeStandIn",
     "TwilioStandIn",
     "free_port",
@@ -942,3 +943,110 @@ class TwilioStandIn(_HttpStandIn):
             spec["to"] = to
         result: dict[str, Any] = self._call("POST", "inbound", spec)
         return result
+
+
+# -- the integration providers' stand-ins as processes (Square, QuickBooks, Mailchimp) ----------
+
+
+class _ProviderStandIn(_HttpStandIn):
+    """What the integration providers' stand-ins (`meshdev.standins.apibase`) add to the control
+    API: a provider clock tests can move forward, and the grants the provider holds."""
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the provider's clock forward (access and refresh tokens expire)."""
+        self._call("POST", "clock", {"advance_s": seconds})
+
+    def grants(self) -> dict[str, Any]:
+        """The tokens the provider issued and whether each still works."""
+        result: dict[str, Any] = self._call("GET", "grants")
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """Calls per operation and the 429s answered, counted at the provider."""
+        result: dict[str, Any] = self.settings()["stats"]
+        return result
+
+    def authorize(self, **spec: Any) -> str:
+        """The account owner's consent: an authorization code (options as the module's
+        `authorize`)."""
+        result: dict[str, Any] = self._call("POST", "authorize", spec)
+        return str(result["code"])
+
+
+class SquareStandIn(_ProviderStandIn):
+    """The Square stand-in (`meshdev.standins.square`) as a child process: OAuth (code flow and
+    PKCE), Locations, Catalog, Customers and Inventory with Square's auth, idempotency keys,
+    batch limits and `RATE_LIMITED`, and signed webhooks.
+
+    A service is configured with `url` (`Square(base_url=url, ...)` and the OAuth base),
+    `application_id` / `application_secret`, and `signature_key` (with the notification URL it
+    registers as `webhook_url`). `access_token` is the default seller's personal access token.
+    """
+
+    name = "square"
+    module = "meshdev.standins.square"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 0,
+        *,
+        webhook_url: str | None = None,
+        rate_per_s: float | None = 45.0,
+    ) -> None:
+        from meshdev.standins.square import (
+            DEV_ACCESS_TOKEN,
+            DEV_APPLICATION_ID,
+            DEV_APPLICATION_SECRET,
+            DEV_LOCATION_ID,
+            DEV_MERCHANT_ID,
+            DEV_SIGNATURE_KEY,
+        )
+
+        super().__init__(base_dir, port)
+        self.application_id = DEV_APPLICATION_ID
+        self.application_secret = DEV_APPLICATION_SECRET
+        self.signature_key = DEV_SIGNATURE_KEY
+        self.access_token = DEV_ACCESS_TOKEN
+        self.merchant_id = DEV_MERCHANT_ID
+        self.location_id = DEV_LOCATION_ID
+        self.webhook_url = webhook_url
+        self.rate_per_s = rate_per_s
+
+    def _args(self) -> list[str]:
+        args = ["--rate-per-s", str(self.rate_per_s or 0)]
+        if self.webhook_url:
+            args += ["--webhook-url", self.webhook_url]
+        return args
+
+    def objects(self, type_: str | None = None) -> list[dict[str, Any]]:
+        """The default seller's live catalog objects (optionally of one type)."""
+        result: list[dict[str, Any]] = self._call(
+            "GET", "objects" + (f"?type={type_}" if type_ else "")
+        )
+        return result
+
+    def customers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "customers")
+        return result
+
+    def refs(self) -> dict[str, Any]:
+        """`catalog` / `customers` reference counts and `duplicates` (see the module doc)."""
+        result: dict[str, Any] = self._call("GET", "refs")
+        return result
+
+    def emit(self, type_: str, data: dict[str, Any], **spec: Any) -> dict[str, Any]:
+        """Post one signed event (`merchant_id`, `url`, `created_at`, `forge`)."""
+        result: dict[str, Any] = self._call(
+            "POST", "webhooks", {"type": type_, "data": data, **spec}
+        )
+        return result
+
+    def resend(self, event_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "webhooks/resend", {"event_id": event_id})
+        return result
+
+    def revoke_merchant(self, merchant_id: str | None = None) -> int:
+        """The seller removes the application: every token of that seller stops working."""
+        spec = {"merchant_id": merchant_id or self.merchant_id}
+        return int(self._call("POST", "revoke-merchant", spec)["revoked"])
