@@ -112,8 +112,15 @@ class Mesh:
             redis_url = self.redis.start()
         ensure_dev_keys(self.dev_dir)
         service_env = self._provider_env()
+        grpc_ports = {
+            spec.name: free_port() if self.free_ports else spec.grpc_port for spec in SERVICES
+        }
+        # Every service gets every other's gRPC address: the relays call nft and notify.
+        targets = {
+            f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{port}" for name, port in grpc_ports.items()
+        }
         for spec in SERVICES:
-            grpc_port = free_port() if self.free_ports else spec.grpc_port
+            grpc_port = grpc_ports[spec.name]
             ops_port = free_port() if self.free_ports else spec.ops_port
             env = {
                 **os.environ,
@@ -127,6 +134,7 @@ class Mesh:
                 "HTTP_PORT": str(self.http_ports[spec.name]),
                 "MESH_EMBEDDED": "1" if embedded else "0",
                 "SHUTDOWN_GRACE_S": str(self.grace),
+                **targets,
                 **service_env.get(spec.name, {}),
             }
             proc = subprocess.Popen(
@@ -283,7 +291,8 @@ def banner(state: dict[str, object], token: str) -> str:
         f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
         f"-d '{{}}' 127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/ListPayments",
         "",
-        "Buy two tickets (localstripe charges the test card; demo venue in Nashville, TN):",
+        "Buy two tickets (localstripe charges the test card; demo venue in Nashville, TN); the "
+        "relays mint them and mail a confirmation per ticket to the mail folder below:",
         "  BUYER=$(.venv/bin/python -m meshdev.tokens --role buyer --sub buyer-1 "
         "--aud tickettoken.payment)",
         "  KEY=$(.venv/bin/python -c 'import uuid; print(uuid.uuid4())')",
@@ -293,7 +302,9 @@ def banner(state: dict[str, object], token: str) -> str:
         f'"buyer_id": "buyer-1", "currency": "USD", '
         f'"payment_method_id": "pm_card_visa", "line_items": [{{"ticket_type_id": '
         f'"ga", "quantity": 2, "unit_price": {{"currency": "USD", '
-        f'"amount_minor": "5000"}}}}]}}\' '
+        f'"amount_minor": "5000"}}}}], "buyer_contact": {{"name": "Ada", '
+        f'"email": "ada@example.com"}}, "event": {{"event_name": "The Band", '
+        f'"venue_name": "Ryman Auditorium", "starts_at": "2030-10-02T01:00:00Z"}}}}\' '
         f"127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/CreatePayment",
         "",
         *mail_lines(state),
