@@ -132,8 +132,10 @@ Global___TicketMinted: _TypeAlias = TicketMinted  # noqa: Y015
 
 @_typing.final
 class MintFailed(_message.Message):
-    """A ticket could not be minted: failed for good, or retries exhausted and dead-lettered (an
-    operator can retry it). Aggregate: the ticket.
+    """A ticket could not be minted and waits for an operator: failed for good (a permanent error),
+    or retries exhausted and dead-lettered. Never announced for a round that will be retried, nor
+    for a ticket whose revocation was requested (TicketRevoked follows instead). Carries what the
+    buyer's "ticket delayed" message needs. Aggregate: the ticket.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -150,6 +152,13 @@ class MintFailed(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     DEAD_LETTERED_FIELD_NUMBER: _builtins.int
     FAILED_AT_FIELD_NUMBER: _builtins.int
+    EVENT_NAME_FIELD_NUMBER: _builtins.int
+    VENUE_NAME_FIELD_NUMBER: _builtins.int
+    EVENT_STARTS_AT_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
+    ROW_FIELD_NUMBER: _builtins.int
+    SEAT_FIELD_NUMBER: _builtins.int
+    TICKET_TYPE_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     """Our ticket id (aggregate id)."""
     payment_id: _builtins.str
@@ -172,6 +181,18 @@ class MintFailed(_message.Message):
     """True when retries were exhausted and the mint waits in the dead-letter state for an operator;
     false for a permanent failure.
     """
+    event_name: _builtins.str
+    """Event name."""
+    venue_name: _builtins.str
+    """Venue name."""
+    section: _builtins.str
+    """Seat section."""
+    row: _builtins.str
+    """Seat row."""
+    seat: _builtins.str
+    """Seat number."""
+    ticket_type: _builtins.str
+    """Ticket type name, e.g. "VIP"."""
     @_builtins.property
     def buyer_contact(self) -> _common_pb2.ContactInfo:
         """Where to tell the buyer that the ticket is delayed."""
@@ -179,6 +200,10 @@ class MintFailed(_message.Message):
     @_builtins.property
     def failed_at(self) -> _timestamp_pb2.Timestamp:
         """When the mint failed."""
+
+    @_builtins.property
+    def event_starts_at(self) -> _timestamp_pb2.Timestamp:
+        """When the event starts."""
 
     def __init__(
         self,
@@ -195,10 +220,17 @@ class MintFailed(_message.Message):
         attempts: _builtins.int = ...,
         dead_lettered: _builtins.bool = ...,
         failed_at: _timestamp_pb2.Timestamp | None = ...,
+        event_name: _builtins.str = ...,
+        venue_name: _builtins.str = ...,
+        event_starts_at: _timestamp_pb2.Timestamp | None = ...,
+        section: _builtins.str = ...,
+        row: _builtins.str = ...,
+        seat: _builtins.str = ...,
+        ticket_type: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "failed_at", b"failed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "event_starts_at", b"event_starts_at", "failed_at", b"failed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "dead_lettered", b"dead_lettered", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "failed_at", b"failed_at", "order_id", b"order_id", "payment_id", b"payment_id", "ticket_id", b"ticket_id", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "dead_lettered", b"dead_lettered", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "event_name", b"event_name", "event_starts_at", b"event_starts_at", "failed_at", b"failed_at", "order_id", b"order_id", "payment_id", b"payment_id", "row", b"row", "seat", b"seat", "section", b"section", "ticket_id", b"ticket_id", "ticket_type", b"ticket_type", "venue_id", b"venue_id", "venue_name", b"venue_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,6 +307,7 @@ class TicketRevoked(_message.Message):
     REFERENCE_ID_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
+    NEVER_MINTED_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     """Our ticket id (aggregate id)."""
     mint_address: _builtins.str
@@ -290,7 +323,13 @@ class TicketRevoked(_message.Message):
     reference_id: _builtins.str
     """Reference of the cause, e.g. the refund id."""
     signature: _builtins.str
-    """Signature of the burn or freeze transaction; empty when the token was already gone on chain."""
+    """Signature of the burn or freeze transaction; empty when the token was already gone on chain
+    or was never minted.
+    """
+    never_minted: _builtins.bool
+    """True when the ticket was revoked before it was minted: nothing is on chain at mint_address
+    (reserved for it, never used), and nothing ever will be.
+    """
     @_builtins.property
     def revoked_at(self) -> _timestamp_pb2.Timestamp:
         """When it was revoked."""
@@ -307,10 +346,11 @@ class TicketRevoked(_message.Message):
         reference_id: _builtins.str = ...,
         signature: _builtins.str = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        never_minted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["revoked_at", b"revoked_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "method", b"method", "mint_address", b"mint_address", "payment_id", b"payment_id", "reason", b"reason", "reference_id", b"reference_id", "revoked_at", b"revoked_at", "signature", b"signature", "ticket_id", b"ticket_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "method", b"method", "mint_address", b"mint_address", "never_minted", b"never_minted", "payment_id", b"payment_id", "reason", b"reason", "reference_id", b"reference_id", "revoked_at", b"revoked_at", "signature", b"signature", "ticket_id", b"ticket_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

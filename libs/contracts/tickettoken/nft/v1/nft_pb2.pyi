@@ -64,6 +64,8 @@ class _MintJobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MintJob
     """Some tickets are minted and the rest failed for good."""
     MINT_JOB_STATUS_FAILED: _MintJobStatus.ValueType  # 5
     """No ticket could be minted."""
+    MINT_JOB_STATUS_CANCELLED: _MintJobStatus.ValueType  # 6
+    """Every ticket was revoked before it was sent to the chain: nothing was minted."""
 
 class MintJobStatus(_MintJobStatus, metaclass=_MintJobStatusEnumTypeWrapper):
     """Lifecycle of a mint job as a whole."""
@@ -79,6 +81,8 @@ MINT_JOB_STATUS_PARTIALLY_FAILED: MintJobStatus.ValueType  # 4
 """Some tickets are minted and the rest failed for good."""
 MINT_JOB_STATUS_FAILED: MintJobStatus.ValueType  # 5
 """No ticket could be minted."""
+MINT_JOB_STATUS_CANCELLED: MintJobStatus.ValueType  # 6
+"""Every ticket was revoked before it was sent to the chain: nothing was minted."""
 Global___MintJobStatus: _TypeAlias = MintJobStatus  # noqa: Y015
 
 class _MintState:
@@ -100,6 +104,10 @@ class _MintStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MintState.V
     """A permanent error (e.g. insufficient funds); see error_code."""
     MINT_STATE_DEAD_LETTERED: _MintState.ValueType  # 6
     """Retries exhausted; waiting for an operator to retry it."""
+    MINT_STATE_CANCELLED: _MintState.ValueType  # 7
+    """Revoked before any transaction was sent, or after its mint failed without reaching the
+    chain: never minted, and never will be.
+    """
 
 class MintState(_MintState, metaclass=_MintStateEnumTypeWrapper):
     """State of one ticket's mint."""
@@ -117,6 +125,10 @@ MINT_STATE_FAILED: MintState.ValueType  # 5
 """A permanent error (e.g. insufficient funds); see error_code."""
 MINT_STATE_DEAD_LETTERED: MintState.ValueType  # 6
 """Retries exhausted; waiting for an operator to retry it."""
+MINT_STATE_CANCELLED: MintState.ValueType  # 7
+"""Revoked before any transaction was sent, or after its mint failed without reaching the
+chain: never minted, and never will be.
+"""
 Global___MintState: _TypeAlias = MintState  # noqa: Y015
 
 class _TicketNftStatus:
@@ -561,6 +573,7 @@ class TicketNft(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     COST_LAMPORTS_FIELD_NUMBER: _builtins.int
     MINT_ACCOUNT_SIZE_FIELD_NUMBER: _builtins.int
+    REVOCATION_PENDING_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     """Our ticket id."""
     mint_address: _builtins.str
@@ -600,9 +613,9 @@ class TicketNft(_message.Message):
     token_program: _builtins.str
     """Token program that owns the mint (Token-2022)."""
     revoke_reason: Global___RevokeReason.ValueType
-    """Why it was revoked, when REVOKED."""
+    """Why it was revoked, when REVOKED (or why it will be, while revocation_pending)."""
     revocation_method: Global___RevocationMethod.ValueType
-    """How it was revoked, when REVOKED."""
+    """How it was revoked, when REVOKED (or how it will be, while revocation_pending)."""
     name: _builtins.str
     """Short on-chain name written on the mint."""
     cost_lamports: _builtins.int
@@ -612,6 +625,12 @@ class TicketNft(_message.Message):
     """
     mint_account_size: _builtins.int
     """Size of the mint account in bytes (its rent is part of cost_lamports). 0 until minted."""
+    revocation_pending: _builtins.bool
+    """True when a revocation was accepted for this ticket while a transaction minting it may
+    still land: the mint is completed and the ticket revoked on chain right after (or, if the
+    mint fails for good without reaching the chain, the ticket is revoked with nothing minted).
+    The status becomes REVOKED then; revoke_reason and revocation_method already say why and how.
+    """
     @_builtins.property
     def event_starts_at(self) -> _timestamp_pb2.Timestamp:
         """When the event starts."""
@@ -659,10 +678,11 @@ class TicketNft(_message.Message):
         name: _builtins.str = ...,
         cost_lamports: _builtins.int = ...,
         mint_account_size: _builtins.int = ...,
+        revocation_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_starts_at", b"event_starts_at", "minted_at", b"minted_at", "revoked_at", b"revoked_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "cost_lamports", b"cost_lamports", "custodial", b"custodial", "event_id", b"event_id", "event_name", b"event_name", "event_starts_at", b"event_starts_at", "metadata_uri", b"metadata_uri", "mint_account_size", b"mint_account_size", "mint_address", b"mint_address", "mint_signature", b"mint_signature", "minted_at", b"minted_at", "name", b"name", "order_id", b"order_id", "owner_wallet", b"owner_wallet", "payment_id", b"payment_id", "revocation_method", b"revocation_method", "revoke_reason", b"revoke_reason", "revoked_at", b"revoked_at", "row", b"row", "seat", b"seat", "section", b"section", "status", b"status", "ticket_id", b"ticket_id", "ticket_type", b"ticket_type", "token_program", b"token_program", "updated_at", b"updated_at", "venue_id", b"venue_id", "venue_name", b"venue_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "cost_lamports", b"cost_lamports", "custodial", b"custodial", "event_id", b"event_id", "event_name", b"event_name", "event_starts_at", b"event_starts_at", "metadata_uri", b"metadata_uri", "mint_account_size", b"mint_account_size", "mint_address", b"mint_address", "mint_signature", b"mint_signature", "minted_at", b"minted_at", "name", b"name", "order_id", b"order_id", "owner_wallet", b"owner_wallet", "payment_id", b"payment_id", "revocation_method", b"revocation_method", "revocation_pending", b"revocation_pending", "revoke_reason", b"revoke_reason", "revoked_at", b"revoked_at", "row", b"row", "seat", b"seat", "section", b"section", "status", b"status", "ticket_id", b"ticket_id", "ticket_type", b"ticket_type", "token_program", b"token_program", "updated_at", b"updated_at", "venue_id", b"venue_id", "venue_name", b"venue_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1187,10 +1207,12 @@ class RevokeTicketResponse(_message.Message):
     NFT_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     signature: _builtins.str
-    """Signature of the burn or freeze transaction."""
+    """Signature of the burn or freeze transaction; empty when nothing was sent in this call."""
     @_builtins.property
     def nft(self) -> Global___TicketNft:
-        """The ticket, REVOKED."""
+        """The ticket: REVOKED (burned or frozen now, or never minted: its mint state is then
+        CANCELLED), or not yet, with revocation_pending set while a mint already sent completes.
+        """
 
     def __init__(
         self,

@@ -119,7 +119,9 @@ class NftServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeTicket(self, request, context):
-        """Burns or freezes a ticket (e.g. after a refund) and records why.
+        """Burns or freezes a ticket (e.g. after a refund) and records why. A ticket not minted yet is
+        revoked as well: never sent to the chain, it is never minted; already sent, it is revoked
+        right after its mint lands (see RevokeTicketResponse).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

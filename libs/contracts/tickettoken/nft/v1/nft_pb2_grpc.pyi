@@ -46,7 +46,10 @@ class NftServiceStub:
     TransferTicket: _grpc.UnaryUnaryMultiCallable[_nft_pb2.TransferTicketRequest, _nft_pb2.TransferTicketResponse]
     """Moves a ticket to another wallet with the platform's delegate authority (e.g. a resale)."""
     RevokeTicket: _grpc.UnaryUnaryMultiCallable[_nft_pb2.RevokeTicketRequest, _nft_pb2.RevokeTicketResponse]
-    """Burns or freezes a ticket (e.g. after a refund) and records why."""
+    """Burns or freezes a ticket (e.g. after a refund) and records why. A ticket not minted yet is
+    revoked as well: never sent to the chain, it is never minted; already sent, it is revoked
+    right after its mint lands (see RevokeTicketResponse).
+    """
     VerifyOwnership: _grpc.UnaryUnaryMultiCallable[_nft_pb2.VerifyOwnershipRequest, _nft_pb2.VerifyOwnershipResponse]
     """Entry gate: does this wallet hold this ticket right now, read from the chain."""
     GetMintingWallet: _grpc.UnaryUnaryMultiCallable[_nft_pb2.GetMintingWalletRequest, _nft_pb2.GetMintingWalletResponse]
@@ -70,7 +73,10 @@ class NftServiceAsyncStub(NftServiceStub):
     TransferTicket: _aio.UnaryUnaryMultiCallable[_nft_pb2.TransferTicketRequest, _nft_pb2.TransferTicketResponse]  # type: ignore[assignment]
     """Moves a ticket to another wallet with the platform's delegate authority (e.g. a resale)."""
     RevokeTicket: _aio.UnaryUnaryMultiCallable[_nft_pb2.RevokeTicketRequest, _nft_pb2.RevokeTicketResponse]  # type: ignore[assignment]
-    """Burns or freezes a ticket (e.g. after a refund) and records why."""
+    """Burns or freezes a ticket (e.g. after a refund) and records why. A ticket not minted yet is
+    revoked as well: never sent to the chain, it is never minted; already sent, it is revoked
+    right after its mint lands (see RevokeTicketResponse).
+    """
     VerifyOwnership: _aio.UnaryUnaryMultiCallable[_nft_pb2.VerifyOwnershipRequest, _nft_pb2.VerifyOwnershipResponse]  # type: ignore[assignment]
     """Entry gate: does this wallet hold this ticket right now, read from the chain."""
     GetMintingWallet: _aio.UnaryUnaryMultiCallable[_nft_pb2.GetMintingWalletRequest, _nft_pb2.GetMintingWalletResponse]  # type: ignore[assignment]
@@ -127,7 +133,10 @@ class NftServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _nft_pb2.RevokeTicketRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_nft_pb2.RevokeTicketResponse, _abc.Awaitable[_nft_pb2.RevokeTicketResponse]]:
-        """Burns or freezes a ticket (e.g. after a refund) and records why."""
+        """Burns or freezes a ticket (e.g. after a refund) and records why. A ticket not minted yet is
+        revoked as well: never sent to the chain, it is never minted; already sent, it is revoked
+        right after its mint lands (see RevokeTicketResponse).
+        """
 
     @_abc_1.abstractmethod
     def VerifyOwnership(
