@@ -13,7 +13,9 @@ The rule (DESIGN.md, after Stripe): a key is unique per (scope = RPC method, pri
 * STARTED whose holder stopped heart-beating (it died) → taken over atomically by exactly one
   caller;
 * a final error (the request cannot succeed as sent) is stored and replayed; anything else
-  (retryable codes, bugs, cancellation) deletes our row so the client's retry runs again.
+  (retryable codes, bugs, cancellation, and a final code that carries RetryInfo: the service
+  says the same request may succeed later, e.g. NOT_FOUND for a thing that is on its way)
+  deletes our row so the client's retry runs again.
 
 While the handler runs, a heartbeat refreshes `locked_at` every `heartbeat_interval` seconds, so the
 lock timeout measures how long ago the holder was last seen alive, not how long the handler may
@@ -444,7 +446,7 @@ class IdempotencyStore:
             )
 
     async def _record_failure(self, ident: _Ident, token: uuid.UUID, exc: BaseException) -> None:
-        if isinstance(exc, MeshError) and exc.code in FINAL_CODES:
+        if isinstance(exc, MeshError) and exc.code in FINAL_CODES and exc.retry_after is None:
             status = status_for(exc, self.domain).SerializeToString(deterministic=True)
             tag = await self._db.execute(_FAIL_SQL, *ident.args(), token, status)
             outcome = "stored"
