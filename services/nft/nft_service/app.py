@@ -80,7 +80,9 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         derivation=derivation,
         onchain=onchain,
         events=events,
+        metrics=metrics,
         default_revocation=RevocationMethod(settings.nft_default_revocation),
+        lease_s=settings.nft_worker_lease_s,
     )
     wallet = Wallet(
         db=kit.db,

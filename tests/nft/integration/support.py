@@ -42,6 +42,7 @@ FINAL_JOB = {
     nft_pb2.MINT_JOB_STATUS_SUCCEEDED,
     nft_pb2.MINT_JOB_STATUS_PARTIALLY_FAILED,
     nft_pb2.MINT_JOB_STATUS_FAILED,
+    nft_pb2.MINT_JOB_STATUS_CANCELLED,
 }
 E = TypeVar("E", bound=Message)
 Start = Callable[..., Awaitable[App]]

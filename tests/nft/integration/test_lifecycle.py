@@ -279,12 +279,15 @@ async def test_not_yet_minted_ticket(start_nft: Start, payment_md: Any, admin_md
         result = reply.job.results[0]
         answer = await _verify(stub, admin_md, result.ticket_id, str(Keypair().pubkey()))
         assert answer.status == nft_pb2.OWNERSHIP_STATUS_NOT_MINTED and not answer.owned
+        # A transfer waits for the mint (a revocation does not: tests/nft/integration/
+        # test_revoke_before_mint.py).
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.RevokeTicket(
-                nft_pb2.RevokeTicketRequest(
+            await stub.TransferTicket(
+                nft_pb2.TransferTicketRequest(
                     idempotency_key=str(uuid.uuid4()),
                     ticket_id=result.ticket_id,
-                    reason=nft_pb2.REVOKE_REASON_REFUND,
+                    to_wallet=str(Keypair().pubkey()),
+                    reason=nft_pb2.TRANSFER_REASON_GIFT,
                 ),
                 metadata=payment_md,
             )

@@ -136,6 +136,7 @@ def ticket_nft(ticket: TicketNft) -> nft_pb2.TicketNft:
         name=ticket.token_name,
         cost_lamports=(ticket.cost_lamports or 0) if minted else 0,
         mint_account_size=(ticket.mint_size or 0) if minted else 0,
+        revocation_pending=ticket.revocation_pending,
     )
 
 

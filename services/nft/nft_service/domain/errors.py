@@ -71,10 +71,15 @@ class MintJobNotFound(NotFound):
 
 
 class TicketNotFound(NotFound):
+    """No such ticket. With `retry_after` (RevokeTicket: the revocation of a refund may arrive
+    before the MintTickets of its payment) the answer says that the same request may find it
+    later, so it is not kept as the final answer of its idempotency key."""
+
     reason = "TICKET_NOT_FOUND"
 
-    def __init__(self) -> None:
-        super().__init__("no such ticket NFT")
+    def __init__(self, *, retry_after: float | None = None) -> None:
+        message = "no such ticket NFT" if retry_after is None else "no such ticket NFT (yet)"
+        super().__init__(message, retry_after=retry_after)
 
 
 class Forbidden(NftError):
@@ -117,6 +122,13 @@ class TicketRevoked(Refused):
 
     def __init__(self, message: str = "the ticket is revoked") -> None:
         super().__init__(message)
+
+
+class TicketRevocationPending(Refused):
+    reason = "TICKET_REVOCATION_PENDING"
+
+    def __init__(self) -> None:
+        super().__init__("the ticket is being revoked")
 
 
 class TicketNoHolder(Refused):

@@ -52,6 +52,17 @@ class RevokeReason(enum.IntEnum):
     OTHER = 5
 
 
+@dataclass(frozen=True, slots=True)
+class RevocationRequest:
+    """RevokeTicket, in domain terms (`method` already resolved: the request's, else the
+    service's default), recorded as it is accepted and applied as recorded."""
+
+    reason: RevokeReason
+    method: RevocationMethod
+    reference_id: str = ""
+    note: str = ""
+
+
 class Ownership(enum.StrEnum):
     OWNED = "OWNED"
     NOT_OWNER = "NOT_OWNER"
@@ -200,6 +211,9 @@ class TicketNft:
     revoke_reference: str
     revoke_signature: str
     revoked_at: datetime | None
+    revoke_requested_at: datetime | None
+    """When the revocation was accepted (its reason, method, reference and note are recorded
+    with it); the status becomes REVOKED once it is applied."""
     created_at: datetime
     updated_at: datetime
 
@@ -241,10 +255,20 @@ class TicketNft:
         return self.signature if self.mint_state is MintState.MINTED else ""
 
     @property
+    def revocation_pending(self) -> bool:
+        """A revocation was accepted and is not applied yet (it waits for a mint in flight)."""
+        return self.revoke_requested_at is not None and self.status is not NftStatus.REVOKED
+
+    @property
+    def never_sent(self) -> bool:
+        """No mint transaction was ever signed for sending: nothing can be on chain."""
+        return not self.signatures
+
+    @property
     def may_be_on_chain(self) -> bool:
-        """A send may have happened (an earlier attempt, or SUBMITTED before a crash): the
-        chain must be read before anything is sent again."""
-        return self.attempts > 0 or self.mint_state is MintState.SUBMITTED
+        """A send may have happened (a signature was recorded before an earlier send, or
+        SUBMITTED before a crash): the chain must be read before anything is sent again."""
+        return not self.never_sent or self.attempts > 0 or self.mint_state is MintState.SUBMITTED
 
 
 @dataclass(frozen=True, slots=True)

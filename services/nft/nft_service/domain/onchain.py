@@ -65,9 +65,10 @@ def presented_ownership(
 ) -> Ownership | None:
     """The answer from the mint (`supply`, None when there is no mint) and the presented
     wallet's token account alone; None when the wallet does not hold it (then the answer
-    depends on who does: `holder_ownership`)."""
+    depends on who does: `holder_ownership`). A ticket revoked before it was minted has no mint:
+    it is REVOKED, not "not minted yet"."""
     if supply is None:
-        return Ownership.NOT_MINTED
+        return Ownership.REVOKED if record_revoked else Ownership.NOT_MINTED
     if supply == 0:
         return Ownership.REVOKED
     if presented is not None and presented.amount > 0:

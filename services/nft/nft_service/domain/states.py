@@ -12,6 +12,11 @@ Mint state (one ticket's way onto the chain):
      ▼                 ▼
   RETRYING ◀──retryable error── ; permanent error ─▶ FAILED ; attempts spent ─▶ DEAD_LETTERED
   FAILED / DEAD_LETTERED ──operator requeue──▶ RETRYING
+  QUEUED / RETRYING (nothing ever sent), FAILED / DEAD_LETTERED (not on chain) ──revoked──▶
+      CANCELLED (never minted; the record is REVOKED)
+
+"Nothing ever sent" is not a state: it is a ticket without any recorded signature, a condition
+the store adds to the move (domain/revocation.py says which revocation takes which way).
 
 A job's status is never stored: it is derived from its tickets on read (`job_status`).
 """
@@ -31,10 +36,16 @@ class MintState(enum.StrEnum):
     RETRYING = "RETRYING"
     FAILED = "FAILED"
     DEAD_LETTERED = "DEAD_LETTERED"
+    CANCELLED = "CANCELLED"
 
     @property
     def final(self) -> bool:
-        return self in (MintState.MINTED, MintState.FAILED, MintState.DEAD_LETTERED)
+        return self in (
+            MintState.MINTED,
+            MintState.FAILED,
+            MintState.DEAD_LETTERED,
+            MintState.CANCELLED,
+        )
 
     @property
     def failed(self) -> bool:
@@ -44,7 +55,7 @@ class MintState(enum.StrEnum):
 PENDING_STATES = (MintState.QUEUED, MintState.SUBMITTED, MintState.RETRYING)
 
 MINT_TRANSITIONS: Mapping[MintState, frozenset[MintState]] = {
-    MintState.QUEUED: frozenset({MintState.SUBMITTED, MintState.RETRYING}),
+    MintState.QUEUED: frozenset({MintState.SUBMITTED, MintState.RETRYING, MintState.CANCELLED}),
     MintState.SUBMITTED: frozenset(
         {
             MintState.SUBMITTED,
@@ -61,11 +72,13 @@ MINT_TRANSITIONS: Mapping[MintState, frozenset[MintState]] = {
             MintState.RETRYING,
             MintState.FAILED,
             MintState.DEAD_LETTERED,
+            MintState.CANCELLED,
         }
     ),
     MintState.MINTED: frozenset(),
-    MintState.FAILED: frozenset({MintState.RETRYING}),
-    MintState.DEAD_LETTERED: frozenset({MintState.RETRYING}),
+    MintState.FAILED: frozenset({MintState.RETRYING, MintState.CANCELLED}),
+    MintState.DEAD_LETTERED: frozenset({MintState.RETRYING, MintState.CANCELLED}),
+    MintState.CANCELLED: frozenset(),
 }
 
 
@@ -94,14 +107,19 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     PARTIALLY_FAILED = "PARTIALLY_FAILED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 def job_status(states: Iterable[MintState], *, touched: bool) -> JobStatus:
     """A job's status from its tickets' states, computed on read so it can never disagree with
-    them (`touched`: a worker has picked up at least one ticket)."""
-    values = list(states)
-    if not values or not all(s.final for s in values):
+    them (`touched`: a worker has picked up at least one ticket). Tickets revoked before they
+    were minted (CANCELLED) do not count: a job of only those is CANCELLED."""
+    every = list(states)
+    if not every or not all(s.final for s in every):
         return JobStatus.RUNNING if touched else JobStatus.QUEUED
+    values = [s for s in every if s is not MintState.CANCELLED]
+    if not values:
+        return JobStatus.CANCELLED
     minted = sum(1 for s in values if s is MintState.MINTED)
     if minted == len(values):
         return JobStatus.SUCCEEDED

@@ -15,7 +15,14 @@ One round of a worker (`mint_round`):
      processed" and "account already in use" are checked on chain before anything is decided;
   5. the outcomes are written in one transaction with their events (TicketMinted, MintFailed):
      one UPDATE for the minted, one for the rest, one INSERT for the events, each update
-     conditional on our lease and on the mint state machine.
+     conditional on our lease and on the mint state machine. A ticket whose mint stops for an
+     operator (FAILED, DEAD_LETTERED) counts in `nft_mint_dead_lettered_total` and announces
+     MintFailed, unless its revocation was accepted meanwhile: then the sweep settles it.
+
+After each mint round the same worker sweeps the revocations still to apply
+(`revocation_round`, usecases/revocation.py): tickets revoked while their mint was in flight,
+now minted (burned or frozen right after their mint) or failed (revoked with nothing minted),
+and any revocation whose holder crashed or had to wait (its lease expired or came back due).
 
 Exactly once rests on the chain, not on this process: the mint address follows from (payment,
 ticket), its creation is the first instruction of the one atomic mint transaction, so however
@@ -64,10 +71,12 @@ from nft_service.domain.metadata import default_name, onchain_metadata
 from nft_service.domain.model import TicketNft
 from nft_service.domain.retry import Decision, RetryPolicy, decide, not_sent
 from nft_service.domain.states import MintState
-from nft_service.store import mint_queue
+from nft_service.store import mint_queue, revocations
 from nft_service.usecases.events import TicketEvents
 from nft_service.usecases.metrics import NftMetrics
 from nft_service.usecases.onchain import TicketsOnChain
+from nft_service.usecases.revocation import Revoker
+from nft_service.usecases.sending import PlatformSender
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +152,33 @@ class Minter(PollingWorker):
         self._settings = deps.settings
         self._policy = deps.settings.retry
         self._rng = rng or random.Random()
+        self._revoker = Revoker(
+            db=deps.db,
+            sender=PlatformSender(deps.chain, deps.payer),
+            onchain=deps.onchain,
+            events=deps.events,
+            metrics=deps.metrics,
+        )
 
     async def step(self) -> bool:
-        """One round; True when it claimed work (look again at once)."""
-        return await self.mint_round() > 0
+        """One mint round, then one revocation sweep; True when either claimed work (look again
+        at once)."""
+        minted = await self.mint_round()
+        revoked = await self.revocation_round()
+        return minted + revoked > 0
+
+    async def revocation_round(self) -> int:
+        """Apply the revocations due on minted or failed tickets (module docstring), one at a
+        time; returns how many were claimed."""
+        token = uuid.uuid4()
+        settings = self._settings
+        async with self._db.acquire() as conn:
+            due = await revocations.claim(conn, settings.batch, token, settings.lease_s)
+        for ticket in due:
+            retry_in = self._policy.backoff(3, self._rng)
+            # Shielded: a burn that landed must be recorded even when the worker is stopping.
+            await asyncio.shield(self._revoker.run(ticket, token, retry_in=retry_in))
+        return len(due)
 
     async def mint_round(self) -> int:
         """One round (module docstring); returns the number of tickets claimed."""
@@ -355,7 +387,7 @@ class Minter(PollingWorker):
                     row = updated.get(o.ticket.ticket_id)  # None: the lease was lost
                     if row is None:
                         continue
-                    if o.state.failed:
+                    if o.state.failed and not row.revocation_pending:
                         contact = contacts[row.job_id]
                         events.append(self._events.mint_failed(row, contact, round_id=token))
                     written.append((o, row))
@@ -389,6 +421,8 @@ class Minter(PollingWorker):
             return
         label = outcome.state.value.lower()
         self._metrics.mints.labels(label if outcome.state.final else "retrying").inc()
+        if outcome.state.failed and not ticket.revocation_pending:
+            self._metrics.dead_lettered.labels(label).inc()
         log = logger.warning if outcome.state.final else logger.info
         log(
             "ticket not minted",

@@ -1,5 +1,6 @@
 """The periodic wallet check (every NFT_WALLET_CHECK_INTERVAL_S on every replica: each exports
-its own gauges): the minting wallet's balance and low flag, and the mint queue's depth."""
+its own gauges): the minting wallet's balance and low flag, the mint queue's depth, and the
+tickets waiting for an operator (the dead-letter gauge)."""
 
 from __future__ import annotations
 
@@ -20,5 +21,7 @@ def wallet_check(
     async def check() -> None:
         await wallet.check()
         metrics.queue_depth.set(await minting.queue_depth())
+        for state, count in (await minting.waiting_for_operator()).items():
+            metrics.dead_lettered_now.labels(state.value.lower()).set(count)
 
     return check

@@ -201,14 +201,15 @@ async def release(
 
 async def requeue_failed(conn: asyncpg.Connection, job_id: uuid.UUID) -> int:
     """Operator retry: put the job's FAILED and DEAD_LETTERED tickets back in the queue with
-    their attempts reset (their mint address never changes, so nothing can mint twice)."""
+    their attempts reset (their mint address never changes, so nothing can mint twice). A
+    ticket whose revocation was requested stays out: it is settled, never minted again."""
     tag: str = await conn.execute(
         """
         UPDATE ticket_nfts
         SET mint_state = 'RETRYING', status = 'PENDING', attempts = 0,
             available_at = now(), lease_token = NULL, lease_until = NULL,
             error_code = NULL, error_message = NULL, updated_at = now()
-        WHERE job_id = $1 AND mint_state = ANY($2::text[])
+        WHERE job_id = $1 AND mint_state = ANY($2::text[]) AND revoke_requested_at IS NULL
         """,
         job_id,
         _FAILED,
@@ -222,6 +223,19 @@ async def depth(conn: asyncpg.Connection) -> int:
         f"SELECT count(*) FROM ticket_nfts WHERE mint_state IN {_PENDING_IN}"
     )
     return int(value or 0)
+
+
+async def stopped(conn: asyncpg.Connection) -> dict[MintState, int]:
+    """Tickets waiting for an operator (FAILED, DEAD_LETTERED; not those being revoked), by
+    state (every state present, 0 when none)."""
+    rows = await conn.fetch(
+        "SELECT mint_state, count(*) AS n FROM ticket_nfts "
+        "WHERE mint_state IN ('FAILED', 'DEAD_LETTERED') AND revoke_requested_at IS NULL "
+        "GROUP BY mint_state"
+    )
+    counts = {MintState.FAILED: 0, MintState.DEAD_LETTERED: 0}
+    counts.update({MintState(r["mint_state"]): int(r["n"]) for r in rows})
+    return counts
 
 
 async def failed(conn: asyncpg.Connection, limit: int) -> list[TicketNft]:

@@ -1,7 +1,8 @@
 """Ticket NFTs (`ticket_nfts`, one row per ticket) and the platform's moves on them
 (`ticket_operations`: every transfer and revocation, with its signature).
 
-The same rows are the mint queue; the queue's statements are in `mint_queue.py`.
+The same rows are the mint queue (its statements are in `mint_queue.py`) and carry the
+revocations (`revocations.py`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def ticket_from_row(row: asyncpg.Record) -> TicketNft:
         revoke_reference=row["revoke_reference"] or "",
         revoke_signature=row["revoke_signature"] or "",
         revoked_at=row["revoked_at"],
+        revoke_requested_at=row["revoke_requested_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -252,50 +254,6 @@ async def record_transfer(
         ticket_id,
         to_wallet,
         custodial,
-    )
-    return ticket_from_row(row)
-
-
-async def record_revoke(
-    conn: asyncpg.Connection,
-    *,
-    ticket_id: str,
-    holder: str,
-    reason: RevokeReason,
-    method: RevocationMethod,
-    reference_id: str,
-    note: str,
-    signature: str,
-) -> TicketNft | None:
-    """The ticket is REVOKED, with why and how; None when it already was (a concurrent revoke
-    won: nothing is written twice)."""
-    row = await conn.fetchrow(
-        """
-        UPDATE ticket_nfts
-        SET status = 'REVOKED', revoke_reason = $2, revocation_method = $3, revoke_note = $4,
-            revoke_reference = $5, revoke_signature = $6, revoked_at = now(), updated_at = now()
-        WHERE ticket_id = $1 AND status <> 'REVOKED' RETURNING *
-        """,
-        ticket_id,
-        int(reason),
-        METHOD_CODES[method],
-        note,
-        reference_id,
-        signature,
-    )
-    if row is None:
-        return None
-    await conn.execute(
-        "INSERT INTO ticket_operations (id, ticket_id, kind, from_wallet, reason, method, "
-        "reference_id, note, signature) VALUES ($1, $2, 'REVOKE', $3, $4, $5, $6, $7, $8)",
-        uuid.uuid4(),
-        ticket_id,
-        holder,
-        int(reason),
-        METHOD_CODES[method],
-        reference_id,
-        note,
-        signature,
     )
     return ticket_from_row(row)
 

@@ -1,51 +1,65 @@
 """The platform's moves on a ticket: TransferTicket (resale, gift, withdrawal) with the permanent
 delegate, and RevokeTicket (burn, or freeze the holder's account) after a refund or fraud.
 
-The chain is read first (it, not our record, says who holds the ticket); the transaction is sent
-and confirmed; then the record, the operations history and the event are written in one
-transaction. A retry after a crash finds the chain already moved and only catches the record up.
+Transfer: the chain is read first (it, not our record, says who holds the ticket); the
+transaction is sent and confirmed; then the record, the operations history and the event are
+written in one transaction. A retry after a crash finds the chain already moved and only catches
+the record up.
+
+Revoke (domain/revocation.py): the request is accepted in one statement whatever the ticket's
+mint is doing — a mint never sent is cancelled there and then (revoked, nothing minted, with its
+TicketRevoked); otherwise the request is recorded, and a minted (or failed) ticket's lease is
+taken in the same statement so that this call applies it at once (usecases/revocation.py). A
+mint in flight is left to finish: the answer is the ticket with `revocation_pending`, and the
+minters revoke it right after it lands. The first accepted request's reason and method stand;
+later requests answer the ticket as it stands. A ticket id never seen is NOT_FOUND with a retry
+hint: a refund's revocation may overtake its payment's MintTickets, and the same request is
+answered once the ticket exists.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
-from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from meshkit.db import Database
-from nft_service.adapters.chain import Chain, ChainError, ErrorKind, TxStatus
+from nft_service.adapters.chain import Chain
 from nft_service.adapters.chain.token import (
     TRANSFER_FUNDING,
-    burn_instructions,
-    freeze_instructions,
     is_address,
-    sign,
     transfer_instructions,
 )
 from nft_service.adapters.keys import Derivation
 from nft_service.domain.errors import (
-    ChainRejected,
-    ChainUnavailable,
-    MintingWalletEmpty,
     TicketNoHolder,
     TicketNotFound,
     TicketNotMinted,
     TicketNotMintedYet,
+    TicketRevocationPending,
     TicketRevoked,
     raise_if,
 )
-from nft_service.domain.model import RevocationMethod, RevokeReason, TicketNft, TransferReason
+from nft_service.domain.model import (
+    RevocationMethod,
+    RevocationRequest,
+    RevokeReason,
+    TicketNft,
+    TransferReason,
+)
+from nft_service.domain.revocation import RevocationPath, revocation_path
 from nft_service.domain.rules import destination_violations
 from nft_service.domain.states import PENDING_STATES, MintState, NftStatus
-from nft_service.store import tickets
+from nft_service.store import revocations, tickets
 from nft_service.usecases.events import TicketEvents
+from nft_service.usecases.metrics import NftMetrics
 from nft_service.usecases.onchain import TicketsOnChain
+from nft_service.usecases.revocation import Revoker
+from nft_service.usecases.sending import PlatformSender
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +73,25 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True)
 class Revocation:
+    """RevokeTicket's answer: the ticket as it stands (REVOKED, or `revocation_pending`) and the
+    signature of the burn or freeze this call sent (empty when it sent none)."""
+
     ticket: TicketNft
     signature: str
 
 
+# A refund's revocation that overtook its payment's MintTickets: ask again in a little while.
+UNKNOWN_TICKET_RETRY_S = 2.0
+# When applying a revocation must wait (chain unreachable, payer empty): the sweep's next try.
+RETRY_REVOCATION_S = 1.0
+
+
 def require_active(ticket: TicketNft) -> None:
-    """Only a minted, unrevoked ticket can be moved or revoked."""
+    """Only a minted ticket that is not revoked (nor being revoked) can be moved."""
     if ticket.status is NftStatus.REVOKED:
         raise TicketRevoked()
+    if ticket.revocation_pending:
+        raise TicketRevocationPending()
     if ticket.mint_state in PENDING_STATES:
         raise TicketNotMintedYet()
     if ticket.mint_state is not MintState.MINTED:
@@ -85,51 +110,29 @@ class Custody:
         derivation: Derivation,
         onchain: TicketsOnChain,
         events: TicketEvents,
+        metrics: NftMetrics,
         default_revocation: RevocationMethod,
+        lease_s: float,
     ) -> None:
         self._db = db
-        self._chain = chain
-        self._payer = payer
+        self._sender = PlatformSender(chain, payer)
         self._payer_key = payer.pubkey()
         self._derivation = derivation
         self._onchain = onchain
         self._events = events
+        self._metrics = metrics
         self._default_revocation = default_revocation
+        self._lease_s = lease_s
+        self._revoker = Revoker(
+            db=db, sender=self._sender, onchain=onchain, events=events, metrics=metrics
+        )
 
-    async def _ticket(self, ticket_id: str) -> TicketNft:
+    async def _ticket(self, ticket_id: str, *, retry_after: float | None = None) -> TicketNft:
         async with self._db.acquire() as conn:
             found = await tickets.by_id(conn, ticket_id)
         if found is None:
-            raise TicketNotFound()
+            raise TicketNotFound(retry_after=retry_after)
         return found
-
-    async def _send(
-        self, instructions: Callable[[], list[Instruction]], funding: frozenset[int]
-    ) -> str:
-        """Sign with a fresh blockhash and submit; re-sign once if the blockhash expired."""
-        for _ in range(2):
-            try:
-                blockhash = await self._chain.latest_blockhash()
-                tx = sign(instructions(), self._payer, blockhash.blockhash, self._payer_key)
-                outcome = await self._chain.submit(tx, blockhash, funding)
-            except ChainError as exc:
-                raise ChainUnavailable("the chain is not reachable", retry_after=1.0) from exc
-            if outcome.status is TxStatus.LANDED:
-                return str(outcome.signature)
-            error = outcome.error
-            if outcome.status is TxStatus.UNKNOWN or error is None or error.retryable:
-                # It may still land: the client's retry (same key) reads the chain first.
-                raise ChainUnavailable(
-                    "the transaction was not confirmed; retry", retry_after=2.0
-                ) from error
-            if error.kind is ErrorKind.BLOCKHASH_EXPIRED:
-                continue
-            if error.kind is ErrorKind.INSUFFICIENT_FUNDS:
-                raise MintingWalletEmpty()
-            if error.kind is ErrorKind.ALREADY_PROCESSED:
-                return str(outcome.signature)
-            raise ChainRejected(error.message)
-        raise ChainUnavailable("blockhash kept expiring; retry", retry_after=1.0)
 
     async def transfer(
         self,
@@ -160,7 +163,7 @@ class Custody:
         if from_wallet != to:
             source = Pubkey.from_string(view.holder.account)
             nonce = uuid.uuid4().hex[:12]
-            signature = await self._send(
+            signature = await self._sender.send(
                 lambda: transfer_instructions(
                     payer=self._payer_key,
                     mint=Pubkey.from_string(ticket.mint_address),
@@ -216,53 +219,45 @@ class Custody:
         reference_id: str,
         note: str,
     ) -> Revocation:
-        """Burn or freeze the ticket (`method`, or the service's default) and record why."""
-        ticket = await self._ticket(ticket_id)
-        if ticket.status is NftStatus.REVOKED:
+        """Revoke the ticket (`method`, or the service's default), now or once its mint in
+        flight lands (module docstring), and record why."""
+        ticket = await self._ticket(ticket_id, retry_after=UNKNOWN_TICKET_RETRY_S)
+        path = revocation_path(ticket)
+        if path is RevocationPath.ALREADY:
             return Revocation(ticket, ticket.revoke_signature)
-        require_active(ticket)
-        chosen = method or self._default_revocation
-        view = await self._onchain.view(ticket)
-        signature = ""
-        if view.exists and not view.revoked:
-            if view.holder is None:
-                raise TicketNoHolder()
-            account = Pubkey.from_string(view.holder.account)
-            mint = Pubkey.from_string(ticket.mint_address)
-            builder = burn_instructions if chosen is RevocationMethod.BURN else freeze_instructions
-            nonce = uuid.uuid4().hex[:12]
-            signature = await self._send(
-                lambda: builder(
-                    payer=self._payer_key,
-                    mint=mint,
-                    account=account,
-                    note=f"tickettoken revoke {ticket_id} {nonce}",
-                ),
-                frozenset(),
-            )
-        holder = view.holder_wallet or ticket.owner_wallet
-
-        async def record(conn: asyncpg.Connection) -> TicketNft:
-            revoked = await tickets.record_revoke(
-                conn,
-                ticket_id=ticket_id,
-                holder=holder,
-                reason=reason,
-                method=chosen,
-                reference_id=reference_id,
-                note=note,
-                signature=signature,
-            )
-            if revoked is None:  # a concurrent revoke recorded it first
-                current = await tickets.by_id(conn, ticket_id)
-                assert current is not None
-                return current
-            await self._events.revoked(conn, revoked)
-            return revoked
-
-        revoked = await self._db.run_in_tx(record)
-        logger.info(
-            "ticket revoked",
-            extra={"ticket_id": ticket_id, "method": chosen.value, "signature": signature},
+        if path is RevocationPath.PENDING:
+            return Revocation(ticket, "")
+        request = RevocationRequest(
+            reason=reason,
+            method=method or self._default_revocation,
+            reference_id=reference_id,
+            note=note,
         )
-        return Revocation(revoked, revoked.revoke_signature)
+        lease = uuid.uuid4()
+
+        async def accept(conn: asyncpg.Connection) -> revocations.Accepted:
+            accepted = await revocations.accept(conn, ticket_id, request, lease, self._lease_s)
+            if accepted.cancelled and accepted.ticket is not None:
+                await self._events.revoked(conn, accepted.ticket)
+            return accepted
+
+        accepted = await self._db.run_in_tx(accept)
+        if accepted.ticket is None:  # another request was accepted first
+            return Revocation(await self._ticket(ticket_id), "")
+        if accepted.cancelled:
+            self._metrics.revocations.labels("never_minted").inc()
+            logger.info(
+                "ticket revoked before it was minted",
+                extra={"ticket_id": ticket_id, "was": ticket.mint_state.value},
+            )
+            return Revocation(accepted.ticket, "")
+        if not accepted.leased:
+            self._metrics.revocations.labels("after_mint").inc()
+            logger.info(
+                "revocation accepted; applied once the mint in flight lands",
+                extra={"ticket_id": ticket_id, "mint_state": accepted.ticket.mint_state.value},
+            )
+            return Revocation(accepted.ticket, "")
+        after = await self._revoker.run(accepted.ticket, lease, retry_in=RETRY_REVOCATION_S)
+        sent = after.revoke_signature if after.status is NftStatus.REVOKED else ""
+        return Revocation(after, sent)

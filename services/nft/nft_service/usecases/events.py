@@ -9,7 +9,13 @@ cannot be announced twice (the outbox refuses the second copy):
   MintFailed         the ticket and the worker round (lease) that gave up on it
   TicketTransferred  the ticket and the transfer's signature (or, when the chain already had
                      it there, the record's version it caught up from)
-  TicketRevoked      the ticket (revocation is final)
+  TicketRevoked      the ticket (revocation is final; `never_minted` when it was revoked
+                     before anything reached the chain)
+
+MintFailed is announced only when a mint stops for an operator: FAILED (a permanent error) or
+DEAD_LETTERED (`dead_lettered`: retries exhausted); never for a round that will be retried, nor
+for a ticket whose revocation is pending (its TicketRevoked follows). It carries what the buyer's
+"ticket delayed" message needs: the contact, the ticket and the event.
 
 The minter's round announces all its outcomes at once: `minted` and `mint_failed` build the
 events and `stage` puts them in the outbox in one INSERT (`EventPublisher.publish_many`).
@@ -50,7 +56,8 @@ def contact_proto(contact: BuyerContact) -> common_pb2.ContactInfo:
 
 
 def _purchase(ticket: TicketNft, contact: BuyerContact) -> dict[str, Any]:
-    """The fields TicketMinted and MintFailed share: the ticket, its purchase, its buyer."""
+    """The fields TicketMinted and MintFailed share: the ticket, its purchase, its buyer, the
+    event and the seat."""
     return {
         "ticket_id": ticket.ticket_id,
         "payment_id": ticket.payment_id,
@@ -59,6 +66,13 @@ def _purchase(ticket: TicketNft, contact: BuyerContact) -> dict[str, Any]:
         "venue_id": ticket.venue_id,
         "buyer_id": ticket.buyer_id,
         "buyer_contact": contact_proto(contact),
+        "event_name": ticket.event_name,
+        "venue_name": ticket.venue_name,
+        "event_starts_at": optional_timestamp(ticket.event_starts_at),
+        "section": ticket.section,
+        "row": ticket.row,
+        "seat": ticket.seat,
+        "ticket_type": ticket.ticket_type,
     }
 
 
@@ -92,13 +106,6 @@ class TicketEvents:
             mint_address=ticket.mint_address,
             owner_wallet=ticket.owner_wallet,
             custodial=ticket.custodial,
-            event_name=ticket.event_name,
-            venue_name=ticket.venue_name,
-            event_starts_at=optional_timestamp(ticket.event_starts_at),
-            section=ticket.section,
-            row=ticket.row,
-            seat=ticket.seat,
-            ticket_type=ticket.ticket_type,
             metadata_uri=ticket.metadata_uri,
             signature=ticket.mint_signature,
             cluster=self.cluster,
@@ -159,5 +166,6 @@ class TicketEvents:
             reference_id=ticket.revoke_reference,
             signature=ticket.revoke_signature,
             revoked_at=optional_timestamp(ticket.revoked_at),
+            never_minted=ticket.mint_state is MintState.CANCELLED,
         )
         await self._publish(conn, event, ticket.ticket_id, event_id("revoked", ticket.ticket_id))

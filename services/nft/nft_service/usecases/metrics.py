@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+STOPPED = ("dead_lettered", "failed")
+"""Label values of the dead-letter metrics: the mint states that wait for an operator."""
+REVOCATION_OUTCOMES = ("revoked", "never_minted", "after_mint", "retrying")
+
 
 class NftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -32,3 +36,31 @@ class NftMetrics:
         self.queue_depth = Gauge(
             "nft_mint_queue_depth", "Tickets waiting to be minted.", registry=registry
         )
+        # The operator alert: a ticket whose mint stopped and waits for an operator (its buyer
+        # is told the ticket is delayed). Labels are pre-set so the first one counts in rate().
+        self.dead_lettered = Counter(
+            "nft_mint_dead_lettered",
+            "Tickets whose mint stopped for an operator (state: dead_lettered = retries "
+            "exhausted, failed = a permanent error); alert on any increase.",
+            ["state"],
+            registry=registry,
+        )
+        self.dead_lettered_now = Gauge(
+            "nft_mint_dead_lettered_tickets",
+            "Tickets waiting for an operator now, by state (refreshed with the wallet check).",
+            ["state"],
+            registry=registry,
+        )
+        for state in STOPPED:
+            self.dead_lettered.labels(state)
+            self.dead_lettered_now.labels(state)
+        self.revocations = Counter(
+            "nft_revocations",
+            "Revocations by outcome: revoked (burned or frozen on chain), never_minted (revoked "
+            "before the mint reached the chain), after_mint (accepted; applied once the mint in "
+            "flight lands), retrying (applying failed for now; the minters retry).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in REVOCATION_OUTCOMES:
+            self.revocations.labels(outcome)

@@ -46,6 +46,7 @@ from nft_service.domain.metadata import (
 )
 from nft_service.domain.model import JobView, MintRequest, TicketNft, TicketSpec
 from nft_service.domain.rules import mint_violations
+from nft_service.domain.states import MintState
 from nft_service.store import metadata, mint_jobs, mint_queue, tickets
 
 logger = logging.getLogger(__name__)
@@ -191,14 +192,19 @@ class Minting:
         async with self._db.acquire() as conn:
             return await mint_queue.depth(conn)
 
+    async def waiting_for_operator(self) -> dict[MintState, int]:
+        """Tickets whose mint stopped for an operator now (FAILED, DEAD_LETTERED), by state."""
+        async with self._db.acquire() as conn:
+            return await mint_queue.stopped(conn)
+
 
 # -- operator (mintctl) -------------------------------------------------------------------------
 
 
 async def requeue_failed(db: Database, payment_ids: Sequence[str] | None) -> int:
     """FAILED and DEAD_LETTERED tickets of these payments (or all) back in the queue, attempts
-    reset; returns how many. Their mint addresses never change, so a mint that landed unseen is
-    recognised on chain, never sent twice."""
+    reset (not those being revoked); returns how many. Their mint addresses never change, so a
+    mint that landed unseen is recognised on chain, never sent twice."""
 
     async def requeue(conn: asyncpg.Connection) -> int:
         count = 0
