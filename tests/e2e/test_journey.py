@@ -482,3 +482,50 @@ async def test_a_consumers_refusal_dead_letters_the_event_at_once_with_the_reaso
             nft_pb2.GetMintJobRequest(payment_id=payment.id), metadata=mesh.md("nft")
         )
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_mint_that_fails_for_good_tells_the_buyer_the_ticket_is_delayed(
+    mesh: Mesh, app_factory: Any, tmp_path: Path
+) -> None:
+    # An nft whose minting wallet holds nothing on its chain: the mint fails for good
+    # (insufficient funds: it waits for an operator), and MintFailed reaches notify.
+    broke = await app_factory(
+        NFT,
+        **RELAY,
+        notify_grpc_target=f"127.0.0.1:{mesh.notify.grpc_port}",
+        solana_local_state_file=tmp_path / "empty-chain.jsonl",
+        solana_dev_airdrop_lamports=0,
+        nft_worker_poll_s=0.05,
+        nft_wallet_check_interval_s=3600.0,
+    )
+    contact = email_contact()
+    ticket = nft_pb2.TicketToMint(
+        ticket_id=f"t-{uuid.uuid4().hex[:8]}",
+        event_name=EVENT_NAME,
+        venue_name="Ryman Auditorium",
+        ticket_type="General Admission",
+    )
+    ticket.event_starts_at.FromDatetime(datetime(2026, 10, 2, 1, 0, tzinfo=UTC))
+    request = nft_pb2.MintTicketsRequest(
+        idempotency_key=str(uuid.uuid4()),
+        payment_id=f"pay-{uuid.uuid4().hex[:8]}",
+        order_id="order-1",
+        event_id="event-fall-tour",
+        venue_id=VENUE,
+        buyer_id="buyer-1",
+        tickets=[ticket],
+        buyer_contact=contact,
+    )
+    async with channel_for(broke) as channel:
+        await nft_pb2_grpc.NftServiceStub(channel).MintTickets(
+            request,
+            metadata=mesh.tokens.metadata(mesh.tokens.service("payment", aud="tickettoken.nft")),
+        )
+
+    async def mail() -> list[KeptMessage] | None:
+        return mesh.mail_to(contact.email) or None
+
+    [message] = await eventually(mail, "the ticket-delayed email")
+    assert (message.subject or "").endswith("is on its way")
+    assert ticket.ticket_id in (message.text or "")
+    assert len(await mesh.notifications(f"ticket:{ticket.ticket_id}:delayed")) == 1
