@@ -77,7 +77,7 @@ def delayed_message(
         contact=event.buyer_contact,
         user_id=event.buyer_id,
         email_template="ticket_delayed",
-        variables={"event_name": event.event_id, "ticket_id": event.ticket_id},
+        variables={"event_name": event.event_name or event.event_id, "ticket_id": event.ticket_id},
         dedup_key=f"ticket:{event.ticket_id}:delayed",
         metadata={"ticket_id": event.ticket_id, "payment_id": event.payment_id},
     )
