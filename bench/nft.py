@@ -229,6 +229,8 @@ def main() -> None:
         "ACCESS_LOG": "false",
         "NFT_METADATA_BASE_URL": BASE_URL,
         "NFT_SYMBOL": SYMBOL,
+        # The service alone: its relay (TicketMinted → notify) has nobody to deliver to here.
+        "RELAY_ENABLED": "false",
     }
     ensure_dev_keys(work / "dev")
     token = TestTokens(work / "dev").user("ops", ["admin"], aud="tickettoken.nft", ttl=3600)

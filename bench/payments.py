@@ -82,6 +82,8 @@ async def serve(port: int, log_file: Path) -> None:
         reconcile_interval_s=0,
         funds_hold_s=0,
         db_pool_max=20,
+        # CreatePayment alone: its relay (PaymentSucceeded → nft) has nobody to deliver to here.
+        relay_enabled=False,
     )
     app = App(DEFINITION, settings)
     await app.start()

@@ -64,6 +64,8 @@ async def serve(http_port: int, log_file: Path) -> None:
         reconcile_interval_s=0,
         funds_hold_s=0,
         db_pool_max=20,
+        # The webhook path alone: the relay (PaymentSucceeded → nft) has nobody to deliver to.
+        relay_enabled=False,
     )
     app = App(DEFINITION, settings)
     await app.start()

@@ -397,6 +397,11 @@ class RelaySettings(KitSettings):
     """The kit's settings plus those of an event relay: the base of a service's settings when it
     runs one."""
 
+    relay_enabled: bool = Field(
+        True,
+        description="Deliver this service's outbox events (false: they are staged but not "
+        "delivered by this process, e.g. to pause deliveries or to measure the service alone).",
+    )
     relay_batch: int = Field(50, ge=1, description="Outbox events one relay claims at a time.")
     relay_concurrency: int = Field(
         8,
@@ -425,9 +430,12 @@ class RelaySettings(KitSettings):
     )
 
 
-def add_event_relay(kit: Kit, router: EventRouter, settings: RelaySettings) -> OutboxRelay:
-    """Run the service's outbox relay with `router` as its handler, configured by `settings`."""
+def add_event_relay(kit: Kit, router: EventRouter, settings: RelaySettings) -> OutboxRelay | None:
+    """Run the service's outbox relay with `router` as its handler, configured by `settings`
+    (none when RELAY_ENABLED is false)."""
     router.max_attempts = settings.relay_max_attempts
+    if not settings.relay_enabled:
+        return None
     return kit.add_outbox_relay(
         router,
         name=f"{router.relay}-relay",
