@@ -16,6 +16,9 @@ and one client interceptor on every call (unary and server-streaming):
   relay) the default timeout applies, so no call waits forever; no time left → DEADLINE_EXCEEDED
   without sending anything;
 * `x-request-id` — the current request id (or a new one), so logs join up across services;
+* `traceparent` (+ `tracestate`) — the current span context (the RPC being served, or the
+  background work under `meshkit.tracing.continue_trace`), so the callee continues the trace;
+  left alone when the caller set one;
 * `authorization` — a short-lived service token (`sub = svc:<caller>`, audience
   `tickettoken.<callee>`), minted once and reused until close to expiry.
 """
@@ -31,6 +34,7 @@ import grpc
 
 from meshkit.context import current_call, current_request_id
 from meshkit.errors import DeadlineExceeded
+from meshkit.tracing import TRACEPARENT, trace_headers
 from tickettoken.integration.v1 import integration_pb2_grpc
 from tickettoken.nft.v1 import nft_pb2_grpc
 from tickettoken.notify.v1 import notify_pb2_grpc
@@ -104,7 +108,8 @@ class OutboundInterceptor(
     grpc.aio.UnaryUnaryClientInterceptor,
     grpc.aio.UnaryStreamClientInterceptor,
 ):
-    """Deadline, request id and service token on every outbound call (module doc)."""
+    """Deadline, request id, trace context and service token on every outbound call (module
+    doc)."""
 
     def __init__(
         self,
@@ -123,6 +128,9 @@ class OutboundInterceptor(
         metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
         if not metadata.get_all("x-request-id"):
             metadata.add("x-request-id", current_request_id() or uuid.uuid4().hex)
+        if not metadata.get_all(TRACEPARENT):
+            for key, value in trace_headers():
+                metadata.add(key, value)
         if self._token_for is not None and not metadata.get_all("authorization"):
             metadata.add("authorization", f"Bearer {self._token_for(self._audience)}")
         return grpc.aio.ClientCallDetails(

@@ -7,7 +7,9 @@ A use case changes its state and, in the same transaction, calls
 
 which wraps the event (a message of its own in the contracts, never an RPC response) in
 `tickettoken.common.v1.EventEnvelope` — event id, type, producer, aggregate, occurred_at, schema
-version, trace context, request id — and stages the envelope in the outbox. The relay hands it
+version, trace context (the current span's W3C `traceparent`/`tracestate`: inside an RPC, this
+service's server span, so the trace goes on from here), request id — and stages the envelope in
+the outbox (the trace context also in the outbox row's headers). The relay hands it
 to consumers at least once; they deduplicate on the event id (their idempotency key).
 """
 
@@ -23,8 +25,9 @@ from typing import TypeVar
 import asyncpg
 from google.protobuf.message import Message
 
-from meshkit.context import current_request_id, current_traceparent
+from meshkit.context import current_request_id
 from meshkit.outbox import OutboxEvent, Outgoing, publish_many
+from meshkit.tracing import TRACEPARENT, TRACESTATE, trace_headers
 from tickettoken.common.v1 import common_pb2
 
 __all__ = ["EventPublisher", "Staged", "envelope_of", "schema_version_of", "unpack_event"]
@@ -76,9 +79,11 @@ class EventPublisher:
             request_id=current_request_id() or "",
         )
         envelope.occurred_at.FromDatetime(occurred_at or datetime.now(UTC))
-        traceparent = current_traceparent()
-        if traceparent:
-            envelope.trace.traceparent = traceparent
+        for key, value in trace_headers():
+            if key == TRACEPARENT:
+                envelope.trace.traceparent = value
+            elif key == TRACESTATE:
+                envelope.trace.tracestate = value
         envelope.payload.Pack(event)
         return envelope
 
@@ -115,13 +120,16 @@ class EventPublisher:
                 event_id=item.event_id or uuid.uuid4(),
                 occurred_at=item.occurred_at,
             )
-            trace = envelope.trace.traceparent
+            trace = envelope.trace
+            headers = {TRACEPARENT: trace.traceparent} if trace.traceparent else None
+            if headers and trace.tracestate:
+                headers[TRACESTATE] = trace.tracestate
             outgoing.append(
                 Outgoing(
                     envelope.event_type,
                     envelope,
                     key=item.aggregate_id,
-                    headers={"traceparent": trace} if trace else None,
+                    headers=headers,
                     event_id=uuid.UUID(envelope.event_id),
                 )
             )

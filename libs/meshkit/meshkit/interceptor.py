@@ -7,6 +7,9 @@ call. Their order, here and only here:
 
 1. request id   — `x-request-id` from metadata (or a new one), into a contextvar for logs and
                   downstream calls, and back to the client in trailing metadata;
+   trace        — the call's server span, continuing the caller's W3C `traceparent` (or a new
+                  trace), made current for the handler, its logs, events and downstream calls
+                  (`meshkit.tracing`);
 2. metrics      — `grpc_server_started_total` and the received-message count;
 3. auth         — bearer JWT → Principal, then the service's policy table (health/reflection open);
 4. input        — the request message against the contract's rules and the generic guard
@@ -18,7 +21,8 @@ call. Their order, here and only here:
                   exceptions through the service's error map; anything unexpected → INTERNAL
                   with a generic message (the exception is logged with the request id);
 8. metrics+log  — `grpc_server_handled_total{grpc_code}` with the real code (aborts included),
-                  `grpc_server_handling_seconds`, and one JSON access-log line.
+                  `grpc_server_handling_seconds`, one JSON access-log line (with the trace and
+                  span ids), and the server span ended with the code.
 
 Idempotent methods answer with the stored response's bytes: the response serializer passes bytes
 through untouched, so replays are byte-identical. Request bytes that do not parse reach step 4 as
@@ -38,9 +42,10 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc.aio import AbortError
+from opentelemetry.trace import Span
 
 from meshkit.auth import Authenticator, Policy, Rule, authorize
-from meshkit.context import ANONYMOUS, CallInfo, call_var, request_id_var, traceparent_var
+from meshkit.context import ANONYMOUS, CallInfo, call_var, request_id_var
 from meshkit.errors import Internal, MeshError, Unimplemented, status_for
 from meshkit.idempotency import KEY_FIELD, IdempotencyStore, is_idempotent
 from meshkit.logs import AccessLog
@@ -53,6 +58,7 @@ from meshkit.metrics import (
     split_method,
 )
 from meshkit.settings import SettingsError
+from meshkit.tracing import Tracing
 from meshkit.validation import RequestValidator, tolerant_deserializer
 
 OPEN_SERVICES = frozenset(
@@ -64,6 +70,9 @@ OPEN_SERVICES = frozenset(
 )
 # The call's metadata as grpc handed it to the handler lookup (see `_Dispatch`).
 _metadata_var: ContextVar[Any] = ContextVar("grpc_metadata", default=None)
+# The call's server span, from step 1 to step 8 (set before authentication, so a refused call is
+# traced and logged with its trace id too).
+_span_var: ContextVar[Span | None] = ContextVar("server_span", default=None)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 ErrorMap: TypeAlias = Callable[[Exception], "MeshError | None"]
@@ -95,6 +104,8 @@ class _Method:
         "rule",
         "service",
         "short",
+        "span_attributes",
+        "span_name",
         "validate",
     )
 
@@ -117,6 +128,12 @@ class _Method:
         self.validate = validate  # raises InvalidArgument; None for open services
         self.errors = errors
         self.access = ""  # this method's constant access-log fields, pre-encoded
+        self.span_name = full[1:]  # `pkg.Service/Method`, as OpenTelemetry names RPC spans
+        self.span_attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": self.service,
+            "rpc.method": self.short,
+        }
 
 
 class KitInterceptor:
@@ -134,8 +151,10 @@ class KitInterceptor:
         validator: RequestValidator | None = None,
         idempotency: IdempotencyStore | None = None,
         error_maps: Mapping[str, ErrorMap] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._domain = domain
+        self._tracing = tracing or Tracing("service")
         self._auth = authenticator
         self._policies = policies
         self._metrics = metrics
@@ -243,6 +262,7 @@ class KitInterceptor:
         request_id: Any = None
         authorization: Any = None
         traceparent: Any = None
+        tracestate: Any = None
         metadata: Any = _metadata_var.get()
         if metadata is None:
             metadata = context.invocation_metadata() or ()
@@ -254,11 +274,20 @@ class KitInterceptor:
                 authorization = value
             elif key == "traceparent":
                 traceparent = value
+            elif key == "tracestate":  # several fields are one list (W3C, RFC 9110 5.3)
+                tracestate = value if tracestate is None else f"{tracestate},{value}"
         if request_id is None or not _REQUEST_ID_OK.match(request_id):
             request_id = uuid.uuid4().hex
         request_id_var.set(request_id)
-        if traceparent is not None:
-            traceparent_var.set(traceparent)
+        _span_var.set(
+            self._tracing.start_server_span(
+                method.span_name,
+                method.span_attributes,
+                traceparent,
+                tracestate,
+                record=not method.open,  # health probes would drown the traces
+            )
+        )
         method.metrics.started += 1
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
@@ -320,13 +349,15 @@ class KitInterceptor:
         code: grpc.StatusCode,
         started: float,
     ) -> None:
-        """Step 8: handled counter with the real code, latency, access log."""
+        """Step 8: handled counter with the real code, latency, access log, span."""
         elapsed = time.perf_counter() - started
         stats = method.metrics
         stats.handled[CODE_INDEX[code]] += 1
         stats.observe(elapsed)
+        span = _span_var.get()
         if self._access_log is not None:
             call = call_var.get()
+            span_context = span.get_span_context() if span is not None else None
             self._access_log.record(
                 method.access,
                 code=code.name,
@@ -334,13 +365,18 @@ class KitInterceptor:
                 principal=call.principal.subject if call else None,
                 peer=context.peer(),
                 request_id=call.request_id if call else None,
+                trace_id=f"{span_context.trace_id:032x}" if span_context else None,
+                span_id=f"{span_context.span_id:016x}" if span_context else None,
             )
+        if span is not None and self._tracing.recording:
+            self._tracing.end_server_span(span, code)
 
     # ----------------------------------------------------------------------------------------
     def _unary(
         self, method: _Method, inner: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         access = self._access_log
+        tracing = self._tracing
 
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             # The hottest path: the same steps as `async with _Rpc`, without two coroutines
@@ -363,7 +399,9 @@ class KitInterceptor:
             elapsed = time.perf_counter() - started
             stats.handled[OK_INDEX] += 1
             stats.observe(elapsed)
+            span: Any = _span_var.get()
             if access is not None:
+                span_context = span.get_span_context()
                 access.record(
                     method.access,
                     code="OK",
@@ -371,7 +409,11 @@ class KitInterceptor:
                     principal=call.principal.subject,
                     peer=context.peer(),
                     request_id=call.request_id,
+                    trace_id=f"{span_context.trace_id:032x}",
+                    span_id=f"{span_context.span_id:016x}",
                 )
+            if tracing.recording:
+                tracing.end_server_span(span, grpc.StatusCode.OK)
             return response
 
         return handle

@@ -1,8 +1,11 @@
-"""Structured JSON logging: one line per record, request id and service on every line, secrets out.
+"""Structured JSON logging: one line per record, request and trace ids and service on every line,
+secrets out.
 
 `configure_logging` is called once at start. A filter adds `request_id` (from the contextvar the
-interceptor sets) and `service`; another masks any extra field whose name looks secret so that
-tokens, keys, card data and full contact details never reach the logs by accident.
+interceptor sets), `trace_id` and `span_id` (of the current OpenTelemetry span: the RPC's server
+span, or the span of background work under `meshkit.tracing.continue_trace`; null outside any
+trace) and `service`, and masks any extra field whose name looks secret so that tokens, keys,
+card data and full contact details never reach the logs by accident.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from opentelemetry.trace import get_current_span
+
 from meshkit.context import request_id_var
 
 _SECRET_WORDS = ("authorization", "token", "secret", "password", "api_key", "card", "cvc")
@@ -23,13 +28,16 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "message",
     "service",
     "request_id",
+    "trace_id",
+    "span_id",
 }
 # Field names repeat (the same `extra=` keys on every line): decide once per name.
 _secret_keys: dict[str, bool] = {}
 
 
 class ContextFilter(logging.Filter):
-    """Adds service name and the current request id; masks secret-looking extra fields."""
+    """Adds service name, the current request id and trace context; masks secret-looking extra
+    fields."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -40,6 +48,13 @@ class ContextFilter(logging.Filter):
         fields = record.__dict__
         if "request_id" not in fields:
             fields["request_id"] = request_id_var.get()
+        if "trace_id" not in fields:
+            span_context = get_current_span().get_span_context()
+            if span_context.is_valid:
+                fields["trace_id"] = f"{span_context.trace_id:032x}"
+                fields["span_id"] = f"{span_context.span_id:016x}"
+            else:
+                fields["trace_id"] = fields["span_id"] = None
         for key in fields.keys() - _RESERVED:
             secret = _secret_keys.get(key)
             if secret is None:
@@ -68,6 +83,8 @@ class JsonFormatter(logging.Formatter):
             line[key] = fields[key]
         line["service"] = fields.get("service")
         line["request_id"] = fields.get("request_id")
+        line["trace_id"] = fields.get("trace_id")
+        line["span_id"] = fields.get("span_id")
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -138,10 +155,12 @@ class AccessLog:
         principal: str | None,
         peer: str | None,
         request_id: str | None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
     ) -> None:
         """Queue one line. `request_id` must be a validated id (the layer only passes ids that
-        match its pattern, so it needs no escaping); principal and peer repeat from call to call
-        and their JSON forms are memoised."""
+        match its pattern, so it needs no escaping), `trace_id` and `span_id` hex ids (the same);
+        principal and peer repeat from call to call and their JSON forms are memoised."""
         now = time.time()
         millis = int(now * 1000)
         if millis != self._millis:  # the line's head changes once per millisecond at most
@@ -168,7 +187,9 @@ class AccessLog:
         lines.append(
             f'{self._head}{prefix},"grpc_code":"{code}","duration_ms":{duration_ms:.3f},'
             f'"principal":{p},"peer":{q},"service":{self._service_json},"request_id":'
-            f"{'null' if request_id is None else chr(34) + request_id + chr(34)}}}"
+            f"{'null' if request_id is None else chr(34) + request_id + chr(34)},"
+            f'"trace_id":{"null" if trace_id is None else chr(34) + trace_id + chr(34)},'
+            f'"span_id":{"null" if span_id is None else chr(34) + span_id + chr(34)}}}'
         )
         if len(lines) >= self._max_batch:
             self.flush()

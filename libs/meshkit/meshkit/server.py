@@ -10,7 +10,7 @@ drains. The order, start to stop:
   Postgres and Redis answer → workers run
   … SIGTERM → health NOT_SERVING → (optional delay for load balancers) → stop accepting,
   in-flight RPCs finish within the grace → workers stop after their current step → stop hooks
-  (last registered first) → pools closed.
+  (last registered first) → pools closed → finished spans exported (when tracing exports).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from meshkit.ops import HttpServer, OpsServer
 from meshkit.outbox import OutboxEvent, OutboxRelay, purge_delivered
 from meshkit.resilience import Guards, GuardSettings, connect_guard_redis, load_policies
 from meshkit.settings import KitSettings, SettingsError, load_settings
+from meshkit.tracing import Tracing
 
 _log = logging.getLogger("meshkit.server")
 
@@ -120,6 +121,8 @@ class Kit:
     """Channels and typed stubs for calling the other mesh services."""
     events: EventPublisher
     """Stages this service's events (contract messages in envelopes) in its outbox."""
+    tracing: Tracing = field(default_factory=lambda: Tracing("service"))
+    """This service's OpenTelemetry setup: `kit.tracing.tracer` starts spans of its own."""
     workers: list[tuple[str, Worker]] = field(default_factory=list)
     start_hooks: list[Hook] = field(default_factory=list)
     stop_hooks: list[Hook] = field(default_factory=list)
@@ -299,6 +302,7 @@ class App:
         self._tasks: list[tuple[str, Worker, asyncio.Task[None]]] = []
         self._health_task: asyncio.Task[None] | None = None
         self.access_log = AccessLog(settings.service_name) if settings.access_log else None
+        self.tracing: Tracing | None = None
 
     @property
     def ops_port(self) -> int:
@@ -321,6 +325,7 @@ class App:
             self.registry, host=s.ops_host, port=s.bind_ops_port, ready=lambda: self.ready
         )
         await self.ops.start()
+        self.tracing = tracing = Tracing.from_settings(s)
         db = await _connect_db(s)
         redis = aioredis.from_url(
             s.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0
@@ -364,6 +369,7 @@ class App:
             guards=guards,
             clients=clients,
             events=EventPublisher(name),
+            tracing=tracing,
         )
         self.kit.add_periodic_job(
             "idempotency-purge", s.idempotency_purge_interval_s, idempotency.purge_expired
@@ -384,6 +390,7 @@ class App:
             access_log=self.access_log,
             idempotency=idempotency,
             error_maps={r.descriptor.full_name: r.errors for r in registrations if r.errors},
+            tracing=tracing,
         )
         server = grpc.aio.server(
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
@@ -420,9 +427,10 @@ class App:
             await hook()
         await self._check_dependencies()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
-        for worker_name, worker in self.kit.workers:
-            task = asyncio.create_task(worker.run(), name=worker_name)
-            self._tasks.append((worker_name, worker, task))
+        with tracing.background():  # workers' continue_trace spans use this service's tracer
+            for worker_name, worker in self.kit.workers:
+                task = asyncio.create_task(worker.run(), name=worker_name)
+                self._tasks.append((worker_name, worker, task))
         if s.gc_freeze_after_start:
             # Everything built so far (modules, descriptors, settings, pools) lives as long as
             # the process: move it out of the cyclic GC's generations so collections triggered
@@ -501,6 +509,11 @@ class App:
             await self.ops.stop()
         if self.access_log is not None:
             self.access_log.flush()
+        if self.tracing is not None:
+            try:
+                await asyncio.to_thread(self.tracing.shutdown)
+            except Exception:
+                _log.exception("tracing shutdown failed")
         _log.info("stopped", extra={"seconds": round(time.monotonic() - started, 3)})
 
 

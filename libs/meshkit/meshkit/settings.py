@@ -53,6 +53,20 @@ class KitSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Root log level (JSON logs on stderr).")
     access_log: bool = Field(True, description="One JSON access-log line per RPC.")
+    tracing_exporter: Literal["none", "otlp"] = Field(
+        "none",
+        description="Where spans go: none (the W3C trace context is still propagated and "
+        "logged, nothing is recorded) or otlp (OTLP/HTTP protobuf to "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, default "
+        "http://localhost:4318; the other standard OTEL_EXPORTER_OTLP_* variables apply).",
+    )
+    tracing_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces sampled (recorded when exporting); a call that "
+        "arrives with a traceparent follows its caller's sampled flag.",
+    )
     grpc_host: str = Field("127.0.0.1", description="gRPC bind address (0.0.0.0 in containers).")
     grpc_port: int | None = Field(
         None, description="gRPC port; default per service (50051-50054); 0 picks a free port."

@@ -232,13 +232,16 @@ class Tracing:
         attributes: Mapping[str, str],
         traceparent: str | None,
         tracestate: str | None,
+        *,
+        record: bool = True,
     ) -> Span:
         """Begin an RPC's server span (a child of the caller's, or a new trace) and make it the
         current span of the calling task: the kit's layer calls this once per RPC, in the RPC's
-        own task, so it is never detached."""
+        own task, so it is never detached. `record=False` (health checks, reflection): the call
+        has a trace context for its logs but is never recorded."""
         parent = parse_traceparent(traceparent, tracestate) if traceparent is not None else None
         span: Span
-        if self.provider is None:
+        if self.provider is None or not record:
             span = NonRecordingSpan(self._pass_through.span_context(parent))
         else:
             parent_context = otel_context.Context()
