@@ -29,12 +29,11 @@ when a service between them exports nothing.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 from opentelemetry import context as otel_context
@@ -54,6 +53,9 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
+
+if TYPE_CHECKING:
+    from meshkit.settings import KitSettings
 
 __all__ = [
     "TRACEPARENT",
@@ -95,7 +97,6 @@ _SERVER_ERRORS = frozenset(
     }
 )
 _getrandbits = random.getrandbits
-_log = logging.getLogger("meshkit.tracing")
 
 
 def parse_traceparent(traceparent: str | None, tracestate: str | None = None) -> SpanContext | None:
@@ -177,7 +178,8 @@ class _PassThroughTracer(trace.NoOpTracer):
 
 class Tracing:
     """One service's OpenTelemetry setup (module doc): its tracer, the server span of each RPC,
-    and flushing at shutdown."""
+    and flushing at shutdown. Spans are recorded with `exporter="otlp"`, or into `span_exporter`
+    when one is given (another backend, or an in-memory one in tests)."""
 
     def __init__(
         self,
@@ -216,7 +218,7 @@ class Tracing:
         """True when spans are recorded and exported (an exporter is configured)."""
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Tracing:
+    def from_settings(cls, settings: KitSettings) -> Tracing:
         """The tracing a service's KitSettings ask for (TRACING_EXPORTER, TRACING_SAMPLE_RATIO)."""
         return cls(
             settings.service_name,
@@ -273,13 +275,12 @@ class Tracing:
             return True
         return self.provider.force_flush(int(timeout_s * 1000))
 
-    def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Flush and stop exporting (blocking; the App calls it through asyncio.to_thread)."""
-        if self.provider is None:
-            return
-        if not self.flush(timeout_s):
-            _log.warning("spans not exported before shutdown", extra={"timeout_s": timeout_s})
-        self.provider.shutdown()
+    def shutdown(self) -> None:
+        """Export the spans still queued and stop (blocking; the App calls it through
+        asyncio.to_thread after its workers stopped). With the collector unreachable this takes
+        up to the exporter's timeout (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s) and drops the spans."""
+        if self.provider is not None:
+            self.provider.shutdown()
 
 
 class _Background:

@@ -135,7 +135,7 @@ def definition(
                     )
 
             kit.add_outbox_relay(deliver, poll_interval=0.05)
-        servicer = TraceServicer(kit, recorder, forward=forward)
+        servicer = TraceServicer(kit, recorder, forward=forward)  # type: ignore[abstract]
         return [ServiceRegistration(SERVICE, _add, servicer, policy)]
 
     return ServiceDefinition(
@@ -197,7 +197,7 @@ class Mesh:
             app.access_log.flush()
         found: dict[str, list[dict[str, Any]]] = {"tracea": [], "traceb": []}
         for line in log_lines():
-            if line.get("logger") == "meshkit.access":
+            if line.get("logger") == "meshkit.access" and line["service"] in found:
                 found[line["service"]].append(line)
         return found
 
@@ -426,7 +426,7 @@ async def test_with_the_otlp_exporter_spans_arrive_with_trace_and_service(
     tokens: TestTokens,
 ) -> None:
     a_seen, b_seen = Recorder(), Recorder()
-    common = {
+    common: dict[str, Any] = {
         "postgres_url": postgres_url,
         "redis_url": redis_url,
         "dev_dir": dev_dir,
