@@ -46,6 +46,7 @@ __all__ = [
     "EmbeddedRedis",
     "EmbeddedServerError",
     "LocalStripe",
+    "QuickBooksStandIn",
     "SendGridStandIn",
     "SquareStandIn",
     "StripeStandIn",
@@ -1050,3 +1051,79 @@ class SquareStandIn(_ProviderStandIn):
         """The seller removes the application: every token of that seller stops working."""
         spec = {"merchant_id": merchant_id or self.merchant_id}
         return int(self._call("POST", "revoke-merchant", spec)["revoked"])
+
+
+class QuickBooksStandIn(_ProviderStandIn):
+    """The QuickBooks Online stand-in (`meshdev.standins.quickbooks`) as a child process: Intuit
+    OAuth 2 with rotating refresh tokens, the Accounting API (query, items, customers, sales and
+    refund receipts, batch, CDC) with Intuit's limits, and signed webhooks.
+
+    A service is configured with `discovery_url` (intuit-oauth's `AuthClient(environment=...)`),
+    `api_url` (python-quickbooks' `api_url_v3`), `client_id` / `client_secret`, `realm_id` and
+    `verifier_token`. requests-oauthlib needs `OAUTHLIB_INSECURE_TRANSPORT=1` for plain HTTP.
+    """
+
+    name = "quickbooks"
+    module = "meshdev.standins.quickbooks"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 0,
+        *,
+        webhook_url: str | None = None,
+        per_minute: int | None = 500,
+        rotation_grace_s: float = 60.0,
+    ) -> None:
+        from meshdev.standins.quickbooks import (
+            DEV_CLIENT_ID,
+            DEV_CLIENT_SECRET,
+            DEV_REALM_ID,
+            DEV_VERIFIER_TOKEN,
+        )
+
+        super().__init__(base_dir, port)
+        self.client_id = DEV_CLIENT_ID
+        self.client_secret = DEV_CLIENT_SECRET
+        self.verifier_token = DEV_VERIFIER_TOKEN
+        self.realm_id = DEV_REALM_ID
+        self.webhook_url = webhook_url
+        self.per_minute = per_minute
+        self.rotation_grace_s = rotation_grace_s
+
+    @property
+    def discovery_url(self) -> str:
+        return self.url + "/.well-known/openid_configuration"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/v3"
+
+    def _args(self) -> list[str]:
+        args = ["--per-minute", str(self.per_minute or 0)]
+        args += ["--rotation-grace", str(self.rotation_grace_s)]
+        if self.webhook_url:
+            args += ["--webhook-url", self.webhook_url]
+        return args
+
+    def records(self, entity: str) -> list[dict[str, Any]]:
+        """Live records of `entity` (Item, Customer, SalesReceipt, RefundReceipt, ...)."""
+        result: list[dict[str, Any]] = self._call("GET", f"entities/{entity}")
+        return result
+
+    def refs(self) -> dict[str, Any]:
+        """Receipts counted by DocNumber / PrivateNote, and `duplicates`."""
+        result: dict[str, Any] = self._call("GET", "refs")
+        return result
+
+    def emit(self, events: list[tuple[str, str, str]], **spec: Any) -> dict[str, Any]:
+        """Post one signed notification of (entity, id, operation) changes."""
+        result: dict[str, Any] = self._call(
+            "POST", "webhooks", {"events": [list(e) for e in events], **spec}
+        )
+        return result
+
+    def revoke_realm(self, realm_id: str | None = None) -> int:
+        """The user disconnects the app: every authorization of the company ends."""
+        spec = {"realm_id": realm_id or self.realm_id}
+        return int(self._call("POST", "revoke-realm", spec)["revoked"])
