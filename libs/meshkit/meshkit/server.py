@@ -35,6 +35,7 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry
 
 from meshkit.auth import (
@@ -59,7 +60,7 @@ from meshkit.ops import HttpServer, OpsServer
 from meshkit.outbox import OutboxEvent, OutboxRelay, purge_delivered
 from meshkit.resilience import Guards, GuardSettings, connect_guard_redis, load_policies
 from meshkit.settings import KitSettings, SettingsError, load_settings
-from meshkit.tracing import Tracing
+from meshkit.tracing import TRACEPARENT, TRACESTATE, Tracing, continue_trace
 
 _log = logging.getLogger("meshkit.server")
 
@@ -265,6 +266,35 @@ def _check_policies(registrations: Sequence[ServiceRegistration]) -> None:
         raise SettingsError("no auth policy for: " + ", ".join(missing))
 
 
+def _traced_http(tracing: Tracing) -> Any:
+    """aiohttp middleware for the public HTTP port: each request (a provider's webhook, a
+    metadata fetch) runs in a server span continuing its `traceparent` header, or a new trace,
+    so its log lines, the events it stages and the calls it makes carry a trace like an RPC's."""
+
+    @web.middleware
+    async def traced(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        with continue_trace(
+            request.headers.get(TRACEPARENT),
+            request.headers.get(TRACESTATE),
+            name=f"{request.method} {route}",
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": request.method, "http.route": route},
+            tracer=tracing.tracer,
+        ) as span:
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+    return traced
+
+
 async def _connect_db(settings: KitSettings) -> Database:
     deadline = time.monotonic() + settings.db_connect_timeout_s
     while True:
@@ -422,6 +452,7 @@ class App:
         await server.start()
         self.server = server
         if self.kit.http.has_routes:
+            self.kit.http.app.middlewares.append(_traced_http(tracing))
             await self.kit.http.start()
         for hook in self.kit.start_hooks:
             await hook()

@@ -307,16 +307,16 @@ def continue_trace(
     name: str = "continue_trace",
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Attributes = None,
+    tracer: trace.Tracer | None = None,
 ) -> Iterator[Span]:
     """Run the block in a new span of the trace `traceparent` names (a new trace when it is
     None or invalid): log lines inside carry its trace id, outbound calls and staged events carry
     its context. For background work: a relay delivering an outbox event passes the event's
     stored trace (`envelope.trace.traceparent`, `.tracestate`); a job starting a round of its
-    own passes None. The span is recorded when the service exports (the App's workers start
-    their spans with its tracer); an exception leaving the block marks it failed."""
-    tracer = _tracer_var.get()
+    own passes None. The span is recorded when the service exports (`tracer`, by default the
+    service's in the App's workers); an exception leaving the block marks it failed."""
     if tracer is None:
-        tracer = _DEFAULT_TRACER
+        tracer = _tracer_var.get() or _DEFAULT_TRACER
     parent = parse_traceparent(traceparent, tracestate)
     parent_context = otel_context.Context()
     if parent is not None:

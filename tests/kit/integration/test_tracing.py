@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import aiohttp
 import grpc
 import pytest
 from aiohttp import web
@@ -136,6 +137,17 @@ def definition(
 
             kit.add_outbox_relay(deliver, poll_interval=0.05)
         servicer = TraceServicer(kit, recorder, forward=forward)  # type: ignore[abstract]
+        if forward:
+
+            async def hook(request: web.Request) -> web.Response:
+                # A provider's webhook on the public HTTP port, calling the mesh.
+                _log.info("webhook")
+                await kit.clients.notify.RenderTemplate(
+                    notify_pb2.RenderTemplateRequest(template_id="hook")
+                )
+                return web.json_response({"traceparent": current_traceparent()})
+
+            kit.add_http_route("POST", "/hook", hook)
         return [ServiceRegistration(SERVICE, _add, servicer, policy)]
 
     return ServiceDefinition(
@@ -365,6 +377,24 @@ async def test_continue_trace_makes_an_outbound_call_carry_the_trace(
     assert own.inbound == f"00-{'1' * 32}-{'2' * 16}-00"
 
 
+async def test_a_webhook_on_the_http_port_runs_in_a_trace(
+    mesh: Mesh, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    url = f"http://127.0.0.1:{mesh.a.http_port}/hook"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, headers={"traceparent": TRACEPARENT}) as resp:
+            continued = (await resp.json())["traceparent"]
+        async with session.post(url) as resp:
+            fresh = (await resp.json())["traceparent"]
+    trace_id, span_id, _ = parts(continued)
+    assert trace_id == TRACE_ID and span_id != CALLER_SPAN
+    assert parts(fresh)[0] != TRACE_ID
+    first, second = mesh.b_seen.seen["hook"]
+    assert (first.inbound, second.inbound) == (continued, fresh)
+    hooks = [line for line in log_lines() if line.get("message") == "webhook"]
+    assert [line["trace_id"] for line in hooks] == [TRACE_ID, parts(fresh)[0]]
+
+
 # ---------------------------------------------------------------------------------------------
 # OTLP export
 
@@ -448,6 +478,13 @@ async def test_with_the_otlp_exporter_spans_arrive_with_trace_and_service(
         mesh = Mesh(a, b, a_seen, b_seen, tokens)
         await mesh.call_a("publish", (("traceparent", TRACEPARENT),))
         await asyncio.wait_for(_until(lambda: "delivered" in b_seen.seen), timeout=30)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{a.http_port}/hook", headers={"traceparent": TRACEPARENT}
+            ) as resp,
+        ):
+            assert resp.status == 200
         # A call that is not sampled by its caller is not recorded anywhere.
         await mesh.call_a("unsampled", (("traceparent", f"00-{'a' * 32}-{CALLER_SPAN}-00"),))
         # Nor is a health check, sampled or not.
@@ -463,18 +500,22 @@ async def test_with_the_otlp_exporter_spans_arrive_with_trace_and_service(
     method = "tickettoken.notify.v1.NotifyService/RenderTemplate"
     server_a = by_name[("tracea", method)]
     deliver = by_name[("tracea", "deliver tickettoken.payment.v1.PaymentSucceeded")]
+    hook = by_name[("tracea", "POST /hook")]
     servers_b = [span for service, span in ours if service == "traceb"]
-    assert len(ours) == 4 and len(servers_b) == 2
+    assert len(ours) == 6 and len(servers_b) == 3
     assert server_a.kind == OtlpSpan.SPAN_KIND_SERVER
     assert server_a.parent_span_id.hex() == CALLER_SPAN
     attributes = {a.key: a.value for a in server_a.attributes}
     assert attributes["rpc.system"].string_value == "grpc"
     assert attributes["rpc.method"].string_value == "RenderTemplate"
     assert attributes["rpc.grpc.status_code"].int_value == 0
-    # B's spans: one called by A's handler, one by A's relay delivering the event.
+    # B's spans: called by A's handler, by A's relay delivering the event, by A's webhook.
     assert sorted(span.parent_span_id for span in servers_b) == sorted(
-        [server_a.span_id, deliver.span_id]
+        [server_a.span_id, deliver.span_id, hook.span_id]
     )
+    assert hook.kind == OtlpSpan.SPAN_KIND_SERVER and hook.parent_span_id.hex() == CALLER_SPAN
+    hook_attributes = {a.key: a.value for a in hook.attributes}
+    assert hook_attributes["http.response.status_code"].int_value == 200
     assert deliver.parent_span_id == server_a.span_id  # the event was staged in A's span
     [at_a] = a_seen.seen["publish"]
     assert parts(at_a.current)[1] == server_a.span_id.hex()
