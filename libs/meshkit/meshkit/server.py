@@ -35,7 +35,7 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, use_span
 from prometheus_client import CollectorRegistry
 
 from meshkit.auth import (
@@ -60,7 +60,7 @@ from meshkit.ops import HttpServer, OpsServer
 from meshkit.outbox import OutboxEvent, OutboxRelay, purge_delivered
 from meshkit.resilience import Guards, GuardSettings, connect_guard_redis, load_policies
 from meshkit.settings import KitSettings, SettingsError, load_settings
-from meshkit.tracing import TRACEPARENT, TRACESTATE, Tracing, continue_trace
+from meshkit.tracing import TRACEPARENT, TRACESTATE, Tracing, parent_context
 
 _log = logging.getLogger("meshkit.server")
 
@@ -278,19 +278,33 @@ def _traced_http(tracing: Tracing) -> Any:
     ) -> web.StreamResponse:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        with continue_trace(
-            request.headers.get(TRACEPARENT),
-            request.headers.get(TRACESTATE),
-            name=f"{request.method} {route}",
+        span = tracing.tracer.start_span(
+            f"{request.method} {route}",
+            parent_context(request.headers.get(TRACEPARENT), request.headers.get(TRACESTATE)),
             kind=SpanKind.SERVER,
             attributes={"http.request.method": request.method, "http.route": route},
-            tracer=tracing.tracer,
-        ) as span:
-            response = await handler(request)
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            return response
+        )
+        # Statuses by hand: a 4xx (even raised as web.HTTPException) is the client's, not ours.
+        with use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
+            status = 0  # none: the request was cancelled
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            except Exception as exc:
+                status = 500
+                span.record_exception(exc)
+                raise
+            finally:
+                if status:
+                    span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
 
     return traced
 

@@ -65,6 +65,7 @@ __all__ = [
     "continue_trace",
     "current_trace_id",
     "current_traceparent",
+    "parent_context",
     "parse_traceparent",
     "trace_headers",
     "traceparent_var",
@@ -109,6 +110,15 @@ def parse_traceparent(traceparent: str | None, tracestate: str | None = None) ->
         carrier[TRACESTATE] = tracestate
     span_context = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
     return span_context if span_context.is_valid else None
+
+
+def parent_context(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context:
+    """An OpenTelemetry context whose span is the remote parent `traceparent` names (empty when
+    it is missing or invalid: a span started in it is a new trace), for `tracer.start_span`."""
+    parent = parse_traceparent(traceparent, tracestate)
+    if parent is None:
+        return otel_context.Context()
+    return trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
 
 
 def _format(sc: SpanContext) -> str:
@@ -246,11 +256,11 @@ class Tracing:
         if self.provider is None or not record:
             span = NonRecordingSpan(self._pass_through.span_context(parent))
         else:
-            parent_context = otel_context.Context()
+            context = otel_context.Context()
             if parent is not None:
-                parent_context = trace.set_span_in_context(NonRecordingSpan(parent))
+                context = trace.set_span_in_context(NonRecordingSpan(parent), context)
             span = self.tracer.start_span(
-                name, parent_context, kind=SpanKind.SERVER, attributes=attributes
+                name, context, kind=SpanKind.SERVER, attributes=attributes
             )
         otel_context.attach(trace.set_span_in_context(span))
         return span
@@ -317,11 +327,9 @@ def continue_trace(
     service's in the App's workers); an exception leaving the block marks it failed."""
     if tracer is None:
         tracer = _tracer_var.get() or _DEFAULT_TRACER
-    parent = parse_traceparent(traceparent, tracestate)
-    parent_context = otel_context.Context()
-    if parent is not None:
-        parent_context = trace.set_span_in_context(NonRecordingSpan(parent))
-    span = tracer.start_span(name, parent_context, kind=kind, attributes=attributes)
+    span = tracer.start_span(
+        name, parent_context(traceparent, tracestate), kind=kind, attributes=attributes
+    )
     with trace.use_span(span, end_on_exit=True):
         yield span
 

@@ -534,10 +534,29 @@ async def test_a_recorded_span_marks_a_server_error(
         grpc_client_timeout_s=1.0,
     ) as a:
         mesh = Mesh(a, a, Recorder(), Recorder(), tokens)
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
             await mesh.call_a("x", (("traceparent", TRACEPARENT),))
-    [(service, span)] = otlp.spans()
-    assert service == "tracea" and span.trace_id.hex() == TRACE_ID
-    assert span.status.code == span.status.STATUS_CODE_ERROR
-    codes = {a.key: a.value.int_value for a in span.attributes}
-    assert codes["rpc.grpc.status_code"] != 0
+        assert info.value.code() is grpc.StatusCode.INTERNAL
+        async with aiohttp.ClientSession() as session:
+            for path in ("/hook", "/nowhere"):  # the webhook fails (B is down); no such page
+                url = f"http://127.0.0.1:{a.http_port}{path}"
+                async with session.post(url, headers={"traceparent": TRACEPARENT}) as resp:
+                    assert resp.status == (500 if path == "/hook" else 404)
+    spans = {span.name: (service, span) for service, span in otlp.spans()}
+    assert set(spans) == {
+        "tickettoken.notify.v1.NotifyService/RenderTemplate",
+        "POST /hook",
+        "POST unmatched",
+    }
+    for service, span in spans.values():
+        assert service == "tracea" and span.trace_id.hex() == TRACE_ID
+    rpc = spans["tickettoken.notify.v1.NotifyService/RenderTemplate"][1]
+    assert rpc.status.code == rpc.status.STATUS_CODE_ERROR
+    codes = {a.key: a.value.int_value for a in rpc.attributes}
+    assert codes["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
+    hook, missing = spans["POST /hook"][1], spans["POST unmatched"][1]
+    assert hook.status.code == hook.status.STATUS_CODE_ERROR
+    assert [event.name for event in hook.events] == ["exception"]
+    assert missing.status.code == missing.status.STATUS_CODE_UNSET  # the client's mistake
+    statuses = {a.key: a.value.int_value for a in missing.attributes}
+    assert statuses["http.response.status_code"] == 404
