@@ -46,6 +46,7 @@ __all__ = [
     "EmbeddedRedis",
     "EmbeddedServerError",
     "LocalStripe",
+    "MailchimpStandIn",
     "QuickBooksStandIn",
     "SendGridStandIn",
     "SquareStandIn",
@@ -1127,3 +1128,74 @@ class QuickBooksStandIn(_ProviderStandIn):
         """The user disconnects the app: every authorization of the company ends."""
         spec = {"realm_id": realm_id or self.realm_id}
         return int(self._call("POST", "revoke-realm", spec)["revoked"])
+
+
+class MailchimpStandIn(_ProviderStandIn):
+    """The Mailchimp Marketing API stand-in (`meshdev.standins.mailchimp`) as a child process:
+    OAuth (tokens never expire; the metadata endpoint names the datacenter and `api_endpoint`),
+    audiences and members (PUT upsert by subscriber hash, batch subscribe, paging), Mailchimp's
+    10-connection limit and a per-second limit, and unsigned webhooks with the validation GET.
+
+    A service is configured with `url` as both the login base (`/oauth2/...`) and, through the
+    metadata's `api_endpoint`, the API (`client.api_client.host = api_endpoint + "/3.0"`),
+    `client_id` / `client_secret`, or `api_key` for key-based access; `list_id` is the seeded
+    audience.
+    """
+
+    name = "mailchimp"
+    module = "meshdev.standins.mailchimp"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int = 0,
+        *,
+        max_connections: int | None = 10,
+        rate_per_s: float | None = 10.0,
+    ) -> None:
+        from meshdev.standins.mailchimp import (
+            DEV_API_KEY,
+            DEV_CLIENT_ID,
+            DEV_CLIENT_SECRET,
+            DEV_DC,
+            DEV_LIST_ID,
+        )
+
+        super().__init__(base_dir, port)
+        self.client_id = DEV_CLIENT_ID
+        self.client_secret = DEV_CLIENT_SECRET
+        self.api_key = DEV_API_KEY
+        self.dc = DEV_DC
+        self.list_id = DEV_LIST_ID
+        self.max_connections = max_connections
+        self.rate_per_s = rate_per_s
+
+    @property
+    def api_host(self) -> str:
+        """What `client.api_client.host` is set to."""
+        return self.url + "/3.0"
+
+    def _args(self) -> list[str]:
+        return [
+            "--max-connections",
+            str(self.max_connections or 0),
+            "--rate-per-s",
+            str(self.rate_per_s or 0),
+        ]
+
+    def members(self) -> dict[str, Any]:
+        """`members` of the seeded audience and `writes` per subscriber hash."""
+        result: dict[str, Any] = self._call("GET", "members")
+        return result
+
+    def emit(self, event: str, email: str, **spec: Any) -> list[dict[str, Any]]:
+        """A subscriber's own change (`subscribe`, `unsubscribe`, `profile`, ...), posted to the
+        list's webhooks; returns the deliveries."""
+        result: list[dict[str, Any]] = self._call(
+            "POST", "webhooks", {"type": event, "email": email, **spec}
+        )
+        return result
+
+    def revoke_token(self, token: str | None = None) -> int:
+        """The user removes the app: its OAuth tokens stop working."""
+        return int(self._call("POST", "revoke-token", {"token": token})["revoked"])
