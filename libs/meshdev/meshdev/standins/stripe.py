@@ -34,6 +34,12 @@ Three pieces, one idempotency implementation:
   makes (PaymentIntents create+confirm / retrieve / cancel, refunds, charges, payouts) in a small
   fraction of a millisecond, with the same layer in front, for benchmarks of our own path. The
   official `stripe` SDK accepts it as it accepts localstripe. It sends no webhooks.
+  It also serves what the integration service's Stripe catalogue sync uses, which localstripe
+  lacks (localstripe has products but no prices, and refuses restricted `rk_` keys): products
+  (create with an optional own `id`, retrieve, update with metadata merge, delete, list with
+  `starting_after` / `ending_before` paging, `search` on `metadata['k']:'v'` and `active`) and
+  prices (create with `product` or `product_data`, retrieve, update of the mutable fields, list
+  by `product` / `active` / `lookup_keys[]`). Any non-empty key is accepted, `rk_` included.
 
 Both servers reserve `/_standin/` for themselves (`GET /_standin/stats`: requests served and the
 mean time spent in the handlers, measured server-side). Run one as a process:
@@ -50,6 +56,7 @@ import binascii
 import hashlib
 import json
 import logging
+import re
 import secrets
 import sys
 import time
@@ -600,6 +607,9 @@ class FastStripe:
         self.charges: dict[str, Obj] = {}
         self.refunds: dict[str, Obj] = {}
         self.payouts: dict[str, Obj] = {}
+        self.products: dict[str, Obj] = {}
+        self.prices: dict[str, Obj] = {}
+        self._seq = 0
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -616,6 +626,16 @@ class FastStripe:
             web.get("/v1/refunds/{id}", self.retrieve_refund),
             web.post("/v1/payouts", self.create_payout),
             web.get("/v1/payouts/{id}", self.retrieve_payout),
+            web.post("/v1/products", self.create_product),
+            web.get("/v1/products", self.list_products),
+            web.get("/v1/products/search", self.search_products),
+            web.get("/v1/products/{id}", self.retrieve_product),
+            web.post("/v1/products/{id}", self.update_product),
+            web.delete("/v1/products/{id}", self.delete_product),
+            web.post("/v1/prices", self.create_price),
+            web.get("/v1/prices", self.list_prices),
+            web.get("/v1/prices/{id}", self.retrieve_price),
+            web.post("/v1/prices/{id}", self.update_price),
             web.post("/_config/webhooks/{id}", self.accept_webhook_config),
             web.delete("/_config/data", self.flush),
             web.route("*", "/{tail:.*}", self.unknown),
@@ -947,6 +967,261 @@ class FastStripe:
         payout = self.payouts.get(po_id)
         return _missing("payout", po_id) if payout is None else json_response(payout)
 
+    # -- products and prices (the integration service's catalogue sync) -----------------------
+    async def create_product(self, request: web.Request) -> web.Response:
+        form = parse_form(await request.read())
+        name = str(form.get("name", ""))
+        if not name:
+            return _invalid("Missing required param: name.", "name", "parameter_missing")
+        product_id = str(form.get("id") or _new_id("prod_"))
+        if product_id in self.products:
+            return stripe_error(
+                400,
+                "invalid_request_error",
+                f"Product already exists.: {product_id}",
+                param="id",
+                code="resource_already_exists",
+            )
+        now = int(time.time())
+        product: Obj = {
+            "id": product_id,
+            "object": "product",
+            "active": _bool(form.get("active"), True),
+            "created": now,
+            "updated": now,
+            "default_price": None,
+            "description": form.get("description") or None,
+            "images": [],
+            "livemode": False,
+            "metadata": _metadata(form),
+            "name": name,
+            "type": "service",
+            "url": form.get("url") or None,
+            "_seq": self._next_seq(),
+        }
+        price_data = form.get("default_price_data")
+        price: Obj | None = None
+        if isinstance(price_data, dict):
+            made = self._new_price({**price_data, "product": product_id})
+            if isinstance(made, web.Response):
+                return made
+            price = made
+            product["default_price"] = price["id"]
+        self.products[product_id] = product
+        if price is not None:
+            self.prices[price["id"]] = price
+        return json_response(_public(product))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def retrieve_product(self, request: web.Request) -> web.Response:
+        product = self.products.get(request.match_info["id"])
+        if product is None:
+            return _missing("product", request.match_info["id"])
+        return json_response(_public(product))
+
+    async def update_product(self, request: web.Request) -> web.Response:
+        product = self.products.get(request.match_info["id"])
+        if product is None:
+            return _missing("product", request.match_info["id"])
+        form = parse_form(await request.read())
+        for name in ("name", "description", "url"):
+            if name in form:
+                product[name] = form[name] or None
+        if not product["name"]:
+            return _invalid("name cannot be empty.", "name")
+        if "active" in form:
+            product["active"] = _bool(form["active"], True)
+        if "default_price" in form:
+            price_id = str(form["default_price"])
+            price = self.prices.get(price_id)
+            if price is None or price["product"] != product["id"]:
+                return _missing("price", price_id, "default_price")
+            product["default_price"] = price_id
+        if "metadata" in form:
+            product["metadata"] = _merge_metadata(product["metadata"], form["metadata"])
+        product["updated"] = int(time.time())
+        product["_seq"] = self._next_seq()
+        return json_response(_public(product))
+
+    async def delete_product(self, request: web.Request) -> web.Response:
+        product_id = request.match_info["id"]
+        if product_id not in self.products:
+            return _missing("product", product_id)
+        if any(p["product"] == product_id for p in self.prices.values()):
+            return stripe_error(
+                400,
+                "invalid_request_error",
+                "This product cannot be deleted because it has one or more user-created prices.",
+                code="resource_in_use",
+            )
+        del self.products[product_id]
+        return json_response({"id": product_id, "object": "product", "deleted": True})
+
+    async def list_products(self, request: web.Request) -> web.Response:
+        active = request.query.get("active")
+        wanted = _array_param(request, "ids")
+        products = [
+            p
+            for p in self.products.values()
+            if (active is None or p["active"] == _bool(active, True))
+            and (not wanted or p["id"] in wanted)
+        ]
+        return _paged(request, products, "/v1/products")
+
+    async def search_products(self, request: web.Request) -> web.Response:
+        query = request.query.get("query", "")
+        clauses = re.findall(r"(\w+)(?:\[['\"]([^'\"]+)['\"]\])?\s*:\s*['\"]([^'\"]*)['\"]", query)
+        if not clauses:
+            return _invalid("Invalid search query.", "query")
+
+        def matches(product: Obj) -> bool:
+            for name, key, value in clauses:
+                if name == "metadata":
+                    if product["metadata"].get(key) != value:
+                        return False
+                elif name == "active":
+                    if product["active"] != (value == "true"):
+                        return False
+                elif str(product.get(name)) != value:
+                    return False
+            return True
+
+        found = [
+            _public(p)
+            for p in sorted(self.products.values(), key=lambda p: -p["_seq"])
+            if matches(p)
+        ]
+        limit = int(request.query.get("limit", "10"))
+        return json_response(
+            {
+                "object": "search_result",
+                "data": found[:limit],
+                "has_more": len(found) > limit,
+                "next_page": None,
+                "url": "/v1/products/search",
+            }
+        )
+
+    def _new_price(self, form: Obj) -> Obj | web.Response:
+        currency = _currency(form)
+        if isinstance(currency, web.Response):
+            return currency
+        raw = form.get("unit_amount")
+        try:
+            unit_amount = int(str(raw))
+        except ValueError:
+            return _invalid(f"Invalid integer: {raw}", "unit_amount", "parameter_invalid_integer")
+        if unit_amount < 0:
+            return _invalid("unit_amount must be >= 0.", "unit_amount")
+        product_id = form.get("product")
+        if not product_id:
+            return _invalid("Missing required param: product.", "product", "parameter_missing")
+        price: Obj = {
+            "id": _new_id("price_"),
+            "object": "price",
+            "active": _bool(form.get("active"), True),
+            "billing_scheme": "per_unit",
+            "created": int(time.time()),
+            "currency": currency,
+            "livemode": False,
+            "lookup_key": form.get("lookup_key") or None,
+            "metadata": _metadata(form),
+            "nickname": form.get("nickname") or None,
+            "product": str(product_id),
+            "recurring": None,
+            "tax_behavior": "unspecified",
+            "type": "one_time",
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": str(unit_amount),
+            "_seq": self._next_seq(),
+        }
+        return price
+
+    async def create_price(self, request: web.Request) -> web.Response:
+        form = parse_form(await request.read())
+        product_data = form.get("product_data")
+        if isinstance(product_data, dict) and not form.get("product"):
+            name = str(product_data.get("name", ""))
+            if not name:
+                return _invalid("Missing required param: product_data[name].", "product_data")
+            product_id = _new_id("prod_")
+            now = int(time.time())
+            self.products[product_id] = {
+                "id": product_id,
+                "object": "product",
+                "active": True,
+                "created": now,
+                "updated": now,
+                "default_price": None,
+                "description": None,
+                "images": [],
+                "livemode": False,
+                "metadata": _metadata(product_data),
+                "name": name,
+                "type": "service",
+                "url": None,
+                "_seq": self._next_seq(),
+            }
+            form["product"] = product_id
+        elif form.get("product") and str(form["product"]) not in self.products:
+            return _missing("product", str(form["product"]), "product")
+        price = self._new_price(form)
+        if isinstance(price, web.Response):
+            return price
+        if price["lookup_key"] and str(form.get("transfer_lookup_key", "false")) == "true":
+            for other in self.prices.values():
+                if other["lookup_key"] == price["lookup_key"]:
+                    other["lookup_key"] = None
+        elif price["lookup_key"] and any(
+            p["lookup_key"] == price["lookup_key"] for p in self.prices.values()
+        ):
+            return _invalid(
+                f"A price with lookup_key {price['lookup_key']} already exists.", "lookup_key"
+            )
+        self.prices[price["id"]] = price
+        return json_response(_public(price))
+
+    async def retrieve_price(self, request: web.Request) -> web.Response:
+        price = self.prices.get(request.match_info["id"])
+        if price is None:
+            return _missing("price", request.match_info["id"])
+        return json_response(_public(price))
+
+    async def update_price(self, request: web.Request) -> web.Response:
+        price = self.prices.get(request.match_info["id"])
+        if price is None:
+            return _missing("price", request.match_info["id"])
+        form = parse_form(await request.read())
+        for immutable in ("unit_amount", "currency", "product"):
+            if immutable in form:
+                return _invalid(
+                    f"Received unknown parameter: {immutable}", immutable, "parameter_unknown"
+                )
+        if "active" in form:
+            price["active"] = _bool(form["active"], True)
+        for name in ("nickname", "lookup_key"):
+            if name in form:
+                price[name] = form[name] or None
+        if "metadata" in form:
+            price["metadata"] = _merge_metadata(price["metadata"], form["metadata"])
+        return json_response(_public(price))
+
+    async def list_prices(self, request: web.Request) -> web.Response:
+        product_id = request.query.get("product")
+        active = request.query.get("active")
+        lookup_keys = _array_param(request, "lookup_keys")
+        prices = [
+            p
+            for p in self.prices.values()
+            if (product_id is None or p["product"] == product_id)
+            and (active is None or p["active"] == _bool(active, True))
+            and (not lookup_keys or p["lookup_key"] in lookup_keys)
+        ]
+        return _paged(request, prices, "/v1/prices")
+
     # -- localstripe's admin calls, and the rest ----------------------------------------------
     async def accept_webhook_config(self, request: web.Request) -> web.Response:
         """localstripe's webhook registration, accepted so dev settings work; nothing is sent."""
@@ -955,7 +1230,8 @@ class FastStripe:
 
     async def flush(self, _request: web.Request) -> web.Response:
         """localstripe's `DELETE /_config/data`: forget every object and every key."""
-        for store in (self.payment_methods, self.intents, self.charges, self.refunds, self.payouts):
+        stores = (self.payment_methods, self.intents, self.charges, self.refunds, self.payouts)
+        for store in (*stores, self.products, self.prices):
             store.clear()
         self.layer.clear()
         return json_response({"deleted": True})
@@ -986,6 +1262,61 @@ def _list(request: web.Request, items: Any, url: str) -> web.Response:
             "has_more": len(newest_first) > limit,
             "url": url,
         }
+    )
+
+
+def _array_param(request: web.Request, name: str) -> set[str]:
+    """A list query parameter as the SDK encodes it (`name[0]=a&name[1]=b`) or `name[]=a`."""
+    return {
+        value
+        for key, value in request.query.items()
+        if key == name or (key.startswith(name + "[") and key.endswith("]"))
+    }
+
+
+def _bool(value: object, default: bool) -> bool:
+    if value is None:
+        return default
+    return str(value).lower() == "true"
+
+
+def _merge_metadata(current: dict[str, str], update: object) -> dict[str, str]:
+    """Stripe's metadata update: keys merge, an empty value removes its key, "" clears all."""
+    if not isinstance(update, dict):
+        return {}
+    merged = dict(current)
+    for key, value in update.items():
+        if value == "":
+            merged.pop(str(key), None)
+        else:
+            merged[str(key)] = str(value)
+    return merged
+
+
+def _paged(request: web.Request, items: list[Obj], url: str) -> web.Response:
+    """A Stripe list, newest first, paged by `limit` (1-100) and `starting_after` /
+    `ending_before` object ids."""
+    try:
+        limit = min(100, max(1, int(request.query.get("limit", "10"))))
+    except ValueError:
+        return _invalid("Invalid integer.", "limit", "parameter_invalid_integer")
+    ordered = sorted(items, key=lambda obj: -obj["_seq"])
+    ids = [obj["id"] for obj in ordered]
+    after, before = request.query.get("starting_after"), request.query.get("ending_before")
+    if after is not None:
+        if after not in ids:
+            return _missing("object", after, "starting_after")
+        rest = ordered[ids.index(after) + 1 :]
+        page, more = rest[:limit], len(rest) > limit
+    elif before is not None:
+        if before not in ids:
+            return _missing("object", before, "ending_before")
+        rest = ordered[: ids.index(before)]
+        page, more = rest[-limit:], len(rest) > limit
+    else:
+        page, more = ordered[:limit], len(ordered) > limit
+    return json_response(
+        {"object": "list", "data": [_public(obj) for obj in page], "has_more": more, "url": url}
     )
 
 
