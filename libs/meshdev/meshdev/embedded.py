@@ -47,6 +47,7 @@ __all__ = [
     "EmbeddedServerError",
     "LocalStripe",
     "MailchimpStandIn",
+    "MotoServer",
     "QuickBooksStandIn",
     "SendGridStandIn",
     "SquareStandIn",
@@ -1199,3 +1200,53 @@ class MailchimpStandIn(_ProviderStandIn):
     def revoke_token(self, token: str | None = None) -> int:
         """The user removes the app: its OAuth tokens stop working."""
         return int(self._call("POST", "revoke-token", {"token": token})["revoked"])
+
+
+# -- AWS KMS (moto's server mode) for the integration service's vault ----------------------------
+
+
+class MotoServer(_ServerProcess):
+    """moto's server mode (`python -m moto.server`, from `moto[server]`) as a child process on
+    127.0.0.1: AWS APIs over real HTTP, so boto3 talks to it as to AWS. The integration
+    service's vault uses its KMS (CreateKey, GenerateDataKey, Encrypt, Decrypt, ReEncrypt).
+
+    Point boto3 at `url` (`boto3.client("kms", endpoint_url=url, region_name=region, ...)`)
+    with any credentials (`credentials` has dummy ones). State lives in memory and dies with the
+    process; `reset()` forgets it. Unlike AWS, moto still decrypts under a disabled key or one
+    pending deletion: test crypto-shredding by destroying the wrapped data key, not the KMS key.
+    """
+
+    name = "moto"
+    stop_signal = signal.SIGTERM
+    region = "us-east-1"
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+    def __init__(self, base_dir: Path, port: int = 0) -> None:
+        super().__init__(base_dir, port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
+
+    def _ready(self) -> bool:
+        return _http_ok(self.port, "/moto-api/")
+
+    def reset(self) -> None:
+        """Forget every resource (moto's `/moto-api/reset`)."""
+        import urllib.request
+
+        request = urllib.request.Request(  # noqa: S310 - our own server on 127.0.0.1
+            self.url + "/moto-api/reset", data=b"", method="POST"
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as response:
+            response.read()
