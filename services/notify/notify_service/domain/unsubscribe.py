@@ -38,6 +38,8 @@ def verify(secret: bytes, token: str) -> uuid.UUID | None:
         return None
     if len(raw) != 16 + _MAC_BYTES:
         return None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
+        return None  # a non-canonical spelling (unused low bits set): one token per notification
     notification_id = uuid.UUID(bytes=raw[:16])
     if not hmac.compare_digest(raw[16:], _mac(secret, notification_id)):
         return None
