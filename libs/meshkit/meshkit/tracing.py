@@ -13,13 +13,14 @@ One purchase is one trace through payment, nft and notify, whichever way the wor
 
 `Tracing` is one service's OpenTelemetry setup, built by the App from its settings. With
 `TRACING_EXPORTER=none` (the default) nothing is recorded: spans are OpenTelemetry
-`NonRecordingSpan`s made here directly (a random span id and one context switch per call, about
-2 us), so the trace context still propagates and is logged at almost no cost. With `otlp`, an SDK
-`TracerProvider` (resource `service.name`) records spans through a `BatchSpanProcessor` into the
-OTLP/HTTP protobuf exporter, which reads the standard `OTEL_EXPORTER_OTLP_*` variables; the
-HTTP exporter rather than the gRPC one because it exports from the processor's own thread over
-plain `requests`, without a second (synchronous) gRPC stack in a grpc.aio process, and port 4318
-is what every collector accepts.
+`NonRecordingSpan`s made here directly, not through the SDK (a random span id and one context
+switch per call: ~2 us alone, ~2-3 % of the kit's throughput in bench/grpc_overhead.py, where a
+recording SDK span would cost ~9 us more), so the trace context still propagates and is logged
+at little cost. With `otlp`, an SDK `TracerProvider` (resource `service.name`) records spans
+through a `BatchSpanProcessor` into the OTLP/HTTP protobuf exporter, which reads the standard
+`OTEL_EXPORTER_OTLP_*` variables; the HTTP exporter rather than the gRPC one because it exports
+from the processor's own thread over plain `requests`, without a second (synchronous) gRPC stack
+in a grpc.aio process, and port 4318 is what every collector accepts.
 
 Sampling is the same either way: a call that arrives with a trace keeps the caller's `sampled`
 flag (ParentBased); a new trace is sampled with probability `TRACING_SAMPLE_RATIO` (the SDK's
