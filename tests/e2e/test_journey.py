@@ -526,6 +526,77 @@ async def test_a_mint_that_fails_for_good_tells_the_buyer_the_ticket_is_delayed(
         return mesh.mail_to(contact.email) or None
 
     [message] = await eventually(mail, "the ticket-delayed email")
-    assert (message.subject or "").endswith("is on its way")
+    assert message.subject == f"Your ticket for {EVENT_NAME} is on its way"
     assert ticket.ticket_id in (message.text or "")
     assert len(await mesh.notifications(f"ticket:{ticket.ticket_id}:delayed")) == 1
+
+
+async def test_a_refund_before_the_mint_cancels_that_ticket_and_mints_the_rest(
+    mesh: Mesh, app_factory: Any, tmp_path: Path
+) -> None:
+    # An nft whose minters are not running yet, and a payment service that delivers to it:
+    # the refund of one ticket reaches nft while both tickets wait in its queue.
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    nft_settings = {
+        **RELAY,
+        "db_schema": schema,
+        "notify_grpc_target": f"127.0.0.1:{mesh.notify.grpc_port}",
+        "solana_local_state_file": tmp_path / "chain.jsonl",
+        "nft_worker_poll_s": 0.05,
+        "nft_wallet_check_interval_s": 3600.0,
+    }
+    idle = await app_factory(NFT, **nft_settings, nft_mint_workers=0)
+    payment_app = await app_factory(
+        PAYMENT,
+        **RELAY,
+        nft_grpc_target=f"127.0.0.1:{idle.grpc_port}",
+        notify_grpc_target=f"127.0.0.1:{mesh.notify.grpc_port}",
+        stripe_secret_key=STRIPE_KEY,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base=mesh.localstripe,
+        reconcile_interval_s=0,
+        funds_hold_s=0,
+        refund_rate_limit_per_minute=1000,
+    )
+    await add_venue(payment_app, VENUE)
+    contact = email_contact()
+    async with channel_for(payment_app) as channel:
+        shop = Mesh(**{**mesh.__dict__, "payment": payment_app, "nft": idle})
+        shop.pay = payment_pb2_grpc.PaymentServiceStub(channel)
+        payment = await shop.buy(tickets=2, contact=contact)
+        refunded, kept = ticket_ids(payment)
+        await settled(shop)  # MintTickets queued the job at the idle nft
+        await shop.refund(payment.id, amount=5_000, tickets=(refunded,))
+        await settled(shop)  # RevokeTicket answered: the ticket is cancelled before its mint
+
+    # The minters start (a new process over the same database and chain).
+    await idle.stop()
+    minting = await app_factory(NFT, **nft_settings)
+    async with channel_for(minting) as channel:
+        shop = Mesh(**{**mesh.__dict__, "payment": payment_app, "nft": minting})
+        shop.mint = nft_pb2_grpc.NftServiceStub(channel)
+
+        async def minted() -> nft_pb2.TicketNft | None:
+            ticket = await shop.ticket(kept)
+            return ticket if ticket.status == nft_pb2.TICKET_NFT_STATUS_ACTIVE else None
+
+        ticket = await eventually(minted, "the kept ticket minted")
+        assert (await shop.ownership(ticket)).owned
+
+        async def mail() -> list[KeptMessage] | None:
+            kept_mail = mesh.mail_to(contact.email)
+            return kept_mail if len(kept_mail) >= 2 else None
+
+        messages = await eventually(mail, "a confirmation and a refund email")
+        await settled(shop)
+        gone = await shop.ticket(refunded)
+        assert gone.status == nft_pb2.TICKET_NFT_STATUS_REVOKED
+        assert gone.revoke_reason == nft_pb2.REVOKE_REASON_REFUND
+        assert gone.mint_signature == "" and not gone.HasField("minted_at")  # never minted
+        verified = await shop.ownership(gone)
+        assert not verified.owned and verified.holder_wallet == ""
+    subjects = sorted(m.subject or "" for m in messages)
+    assert subjects == [f"Your refund for {EVENT_NAME}", f"Your ticket for {EVENT_NAME}"]
+    [confirmation] = [m for m in messages if m.subject == f"Your ticket for {EVENT_NAME}"]
+    assert ticket.mint_address in (confirmation.text or "")
+    assert await shop.notifications(f"ticket:{refunded}:confirmation") == []
