@@ -83,11 +83,16 @@ class _ConnectionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Conn
     CONNECTION_STATUS_CONNECTED: _ConnectionStatus.ValueType  # 1
     """Credentials work."""
     CONNECTION_STATUS_EXPIRED: _ConnectionStatus.ValueType  # 2
-    """Credentials expired or were revoked at the provider; reconnect."""
+    """Credentials expired; reconnect. (Not set by this version: a refused grant is NEEDS_REAUTH.)"""
     CONNECTION_STATUS_ERROR: _ConnectionStatus.ValueType  # 3
     """The last calls failed; see last_error_code."""
     CONNECTION_STATUS_DISCONNECTED: _ConnectionStatus.ValueType  # 4
     """Disconnected; credentials deleted."""
+    CONNECTION_STATUS_NEEDS_REAUTH: _ConnectionStatus.ValueType  # 5
+    """The provider refused our grant (invalid_grant on refresh, a revoked or expired token, the
+    app removed at the provider): nothing works until the venue admin authorizes again, which
+    recovers the same connection.
+    """
 
 class ConnectionStatus(_ConnectionStatus, metaclass=_ConnectionStatusEnumTypeWrapper):
     """State of a connection."""
@@ -96,11 +101,16 @@ CONNECTION_STATUS_UNSPECIFIED: ConnectionStatus.ValueType  # 0
 CONNECTION_STATUS_CONNECTED: ConnectionStatus.ValueType  # 1
 """Credentials work."""
 CONNECTION_STATUS_EXPIRED: ConnectionStatus.ValueType  # 2
-"""Credentials expired or were revoked at the provider; reconnect."""
+"""Credentials expired; reconnect. (Not set by this version: a refused grant is NEEDS_REAUTH.)"""
 CONNECTION_STATUS_ERROR: ConnectionStatus.ValueType  # 3
 """The last calls failed; see last_error_code."""
 CONNECTION_STATUS_DISCONNECTED: ConnectionStatus.ValueType  # 4
 """Disconnected; credentials deleted."""
+CONNECTION_STATUS_NEEDS_REAUTH: ConnectionStatus.ValueType  # 5
+"""The provider refused our grant (invalid_grant on refresh, a revoked or expired token, the
+app removed at the provider): nothing works until the venue admin authorizes again, which
+recovers the same connection.
+"""
 Global___ConnectionStatus: _TypeAlias = ConnectionStatus  # noqa: Y015
 
 class _EntityType:
@@ -124,6 +134,8 @@ class _EntityTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntityType
     """Invoices."""
     ENTITY_TYPE_PAYOUT: _EntityType.ValueType  # 7
     """Payouts to the venue's bank."""
+    ENTITY_TYPE_INVENTORY: _EntityType.ValueType  # 8
+    """Stock counts of sellable items (remaining tickets)."""
 
 class EntityType(_EntityType, metaclass=_EntityTypeEnumTypeWrapper):
     """A kind of record that can be synced."""
@@ -143,6 +155,8 @@ ENTITY_TYPE_INVOICE: EntityType.ValueType  # 6
 """Invoices."""
 ENTITY_TYPE_PAYOUT: EntityType.ValueType  # 7
 """Payouts to the venue's bank."""
+ENTITY_TYPE_INVENTORY: EntityType.ValueType  # 8
+"""Stock counts of sellable items (remaining tickets)."""
 Global___EntityType: _TypeAlias = EntityType  # noqa: Y015
 
 class _SyncDirection:
@@ -355,6 +369,12 @@ class ProviderInfo(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     SUPPORTS_WEBHOOKS_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
+    SUPPORTS_PKCE_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_LIFETIME_SECONDS_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_LIFETIME_SECONDS_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_ROTATES_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    API_HOST_NOTE_FIELD_NUMBER: _builtins.int
     provider: Global___Provider.ValueType
     """The provider."""
     display_name: _builtins.str
@@ -365,6 +385,22 @@ class ProviderInfo(_message.Message):
     """True when the provider sends webhooks to this service."""
     enabled: _builtins.bool
     """False when this deployment lacks the provider's app credentials."""
+    supports_pkce: _builtins.bool
+    """True when the authorization uses PKCE (RFC 7636, S256)."""
+    access_token_lifetime_seconds: _builtins.int
+    """How long an access token lives, in seconds; 0 = it never expires (or there is none)."""
+    refresh_token_lifetime_seconds: _builtins.int
+    """How long a refresh token lives, in seconds (unused for this long, it expires); 0 = no
+    refresh token, or one that does not expire.
+    """
+    refresh_token_rotates: _builtins.bool
+    """True when every refresh answers a new refresh token and the old one stops working (the
+    newest is always stored).
+    """
+    api_host_note: _builtins.str
+    """Where the account's API lives, when it is not fixed (e.g. "per-account datacenter from the
+    OAuth metadata endpoint" for Mailchimp); empty otherwise.
+    """
     @_builtins.property
     def default_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """OAuth scopes requested when StartOAuth gives none."""
@@ -377,6 +413,10 @@ class ProviderInfo(_message.Message):
     def capabilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityCapability]:
         """What it can sync."""
 
+    @_builtins.property
+    def limits(self) -> Global___ProviderLimits:
+        """The request limits calls to this provider are kept within (shared by every replica)."""
+
     def __init__(
         self,
         *,
@@ -388,14 +428,54 @@ class ProviderInfo(_message.Message):
         capabilities: _abc.Iterable[Global___EntityCapability] | None = ...,
         supports_webhooks: _builtins.bool = ...,
         enabled: _builtins.bool = ...,
+        supports_pkce: _builtins.bool = ...,
+        access_token_lifetime_seconds: _builtins.int = ...,
+        refresh_token_lifetime_seconds: _builtins.int = ...,
+        refresh_token_rotates: _builtins.bool = ...,
+        limits: Global___ProviderLimits | None = ...,
+        api_host_note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_type", b"auth_type", "available_scopes", b"available_scopes", "capabilities", b"capabilities", "default_scopes", b"default_scopes", "display_name", b"display_name", "enabled", b"enabled", "provider", b"provider", "supports_webhooks", b"supports_webhooks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_lifetime_seconds", b"access_token_lifetime_seconds", "api_host_note", b"api_host_note", "auth_type", b"auth_type", "available_scopes", b"available_scopes", "capabilities", b"capabilities", "default_scopes", b"default_scopes", "display_name", b"display_name", "enabled", b"enabled", "limits", b"limits", "provider", b"provider", "refresh_token_lifetime_seconds", b"refresh_token_lifetime_seconds", "refresh_token_rotates", b"refresh_token_rotates", "supports_pkce", b"supports_pkce", "supports_webhooks", b"supports_webhooks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderInfo: _TypeAlias = ProviderInfo  # noqa: Y015
+
+@_typing.final
+class ProviderLimits(_message.Message):
+    """The limits the service keeps to when calling a provider (its published limits, with headroom)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_PER_PERIOD_FIELD_NUMBER: _builtins.int
+    PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    requests_per_period: _builtins.int
+    """Requests allowed per period; 0 = no rate limit."""
+    period_seconds: _builtins.int
+    """The period of requests_per_period, in seconds."""
+    max_concurrent_requests: _builtins.int
+    """Requests in flight at once; 0 = no cap."""
+    scope: _builtins.str
+    """What the limit applies to, e.g. "application", "account", "company (realm)"."""
+    def __init__(
+        self,
+        *,
+        requests_per_period: _builtins.int = ...,
+        period_seconds: _builtins.int = ...,
+        max_concurrent_requests: _builtins.int = ...,
+        scope: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrent_requests", b"max_concurrent_requests", "period_seconds", b"period_seconds", "requests_per_period", b"requests_per_period", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderLimits: _TypeAlias = ProviderLimits  # noqa: Y015
 
 @_typing.final
 class Connection(_message.Message):
