@@ -302,9 +302,16 @@ def _overrides(service: str, localstripe: str, tmp: Path) -> dict[str, Any]:
             "reconcile_interval_s": 0,
             "refund_rate_limit_per_minute": 0,
             "provider_policies": '{"stripe": {"max_attempts": 1}}',
+            # The relay would mark outbox rows staged by earlier examples while a refusal's
+            # before/after fingerprints are taken; events are not what this test checks.
+            "relay_enabled": False,
         }
     if service == "nft":
-        return {"nft_mint_workers": 0, "solana_local_state_file": tmp / "chain.jsonl"}
+        return {
+            "nft_mint_workers": 0,
+            "solana_local_state_file": tmp / "chain.jsonl",
+            "relay_enabled": False,
+        }
     return {}
 
 
