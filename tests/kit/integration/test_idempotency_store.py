@@ -305,6 +305,34 @@ async def test_retryable_error_releases_the_key(
     assert calls == 2
 
 
+async def test_final_code_with_retry_info_releases_the_key(
+    store: IdempotencyStore, database: Database
+) -> None:
+    """NOT_FOUND carrying RetryInfo (the thing is on its way, e.g. a ticket whose MintTickets has
+    not arrived) is not stored: the same key runs again and gets the answer once it exists."""
+    calls = 0
+
+    async def not_yet() -> wrappers_pb2.StringValue:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise NotFound("ticket not yet known", reason="TICKET_NOT_FOUND", retry_after=1.0)
+        return wrappers_pb2.StringValue(value="revoked")
+
+    key = new_key()
+    with pytest.raises(NotFound):
+        await run(store, req(), not_yet, key)
+    assert await row_state(database, key) is None
+    assert await run(store, req(), not_yet, key) == wrappers_pb2.StringValue(
+        value="revoked"
+    ).SerializeToString(deterministic=True)
+    # Now completed: a third call replays the stored answer without running the handler.
+    assert await run(store, req(), not_yet, key) == wrappers_pb2.StringValue(
+        value="revoked"
+    ).SerializeToString(deterministic=True)
+    assert calls == 2
+
+
 async def test_cancelled_handler_releases_the_key(
     store: IdempotencyStore, database: Database
 ) -> None:
