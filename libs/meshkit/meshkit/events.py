@@ -11,6 +11,11 @@ version, trace context (the current span's W3C `traceparent`/`tracestate`: insid
 service's server span, so the trace goes on from here), request id — and stages the envelope in
 the outbox (the trace context also in the outbox row's headers). The relay hands it
 to consumers at least once; they deduplicate on the event id (their idempotency key).
+
+Work a service queues for its own workers (a mint, a notification) is announced later, outside
+the request: the request's `TraceContext.current()` is stored with the queued row, and the
+worker stages the outcome's event with that context (`Staged(..., trace=...)`), so the event
+continues the trace of the request that queued the work rather than the worker's.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ from meshkit.outbox import OutboxEvent, Outgoing, publish_many
 from meshkit.tracing import TRACEPARENT, TRACESTATE, trace_headers
 from tickettoken.common.v1 import common_pb2
 
-__all__ = ["EventPublisher", "Staged", "envelope_of", "schema_version_of", "unpack_event"]
+__all__ = [
+    "EventPublisher",
+    "Staged",
+    "TraceContext",
+    "envelope_of",
+    "schema_version_of",
+    "unpack_event",
+]
 
 E = TypeVar("E", bound=Message)
 
@@ -44,6 +56,30 @@ def schema_version_of(event: Message) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceContext:
+    """A W3C trace context (`traceparent`, `tracestate`; empty strings when absent, and then
+    falsy) kept with queued work, so what the work announces later continues the trace that
+    queued it."""
+
+    traceparent: str = ""
+    tracestate: str = ""
+
+    @classmethod
+    def current(cls) -> TraceContext:
+        """The current span's context (empty outside any trace)."""
+        headers = dict(trace_headers())
+        return cls(headers.get(TRACEPARENT, ""), headers.get(TRACESTATE, ""))
+
+    @classmethod
+    def of(cls, traceparent: str | None, tracestate: str | None = None) -> TraceContext:
+        """From stored values (NULL columns: empty)."""
+        return cls(traceparent or "", tracestate or "")
+
+    def __bool__(self) -> bool:
+        return bool(self.traceparent)
+
+
+@dataclass(frozen=True, slots=True)
 class Staged:
     """One event for `EventPublisher.publish_many` (fields as `publish` takes them)."""
 
@@ -52,6 +88,9 @@ class Staged:
     aggregate_id: str
     event_id: uuid.UUID | None = None
     occurred_at: datetime | None = None
+    trace: TraceContext | None = None
+    """The trace the event continues: None for the current span's; a queued item's stored
+    context for an event its worker stages (an empty one: the event starts no trace)."""
 
 
 class EventPublisher:
@@ -68,7 +107,10 @@ class EventPublisher:
         aggregate_id: str,
         event_id: uuid.UUID,
         occurred_at: datetime | None = None,
+        trace: TraceContext | None = None,
     ) -> common_pb2.EventEnvelope:
+        """The envelope of `event`, with `trace` as its trace context (None: the current
+        span's)."""
         envelope = common_pb2.EventEnvelope(
             event_id=str(event_id),
             event_type=event.DESCRIPTOR.full_name,
@@ -79,11 +121,12 @@ class EventPublisher:
             request_id=current_request_id() or "",
         )
         envelope.occurred_at.FromDatetime(occurred_at or datetime.now(UTC))
-        for key, value in trace_headers():
-            if key == TRACEPARENT:
-                envelope.trace.traceparent = value
-            elif key == TRACESTATE:
-                envelope.trace.tracestate = value
+        if trace is None:
+            trace = TraceContext.current()
+        if trace.traceparent:
+            envelope.trace.traceparent = trace.traceparent
+            if trace.tracestate:
+                envelope.trace.tracestate = trace.tracestate
         envelope.payload.Pack(event)
         return envelope
 
@@ -96,31 +139,41 @@ class EventPublisher:
         aggregate_id: str,
         event_id: uuid.UUID | None = None,
         occurred_at: datetime | None = None,
+        trace: TraceContext | None = None,
     ) -> uuid.UUID:
         """Stage `event` in the outbox inside the caller's open transaction; return its id.
 
         Pass a deterministic `event_id` (derived from the aggregate and what happened) when the
         same state change could be applied twice by racing paths: the outbox refuses a
-        second copy (the transaction fails) instead of announcing it twice."""
+        second copy (the transaction fails) instead of announcing it twice. `trace`: as
+        `Staged.trace`."""
         [staged] = await self.publish_many(
-            conn, [Staged(event, aggregate_type, aggregate_id, event_id, occurred_at)]
+            conn, [Staged(event, aggregate_type, aggregate_id, event_id, occurred_at, trace)]
         )
         return staged
 
     async def publish_many(
         self, conn: asyncpg.Connection, events: Sequence[Staged]
     ) -> list[uuid.UUID]:
-        """`publish` for several events in one INSERT (e.g. a worker's round); ids in order."""
+        """`publish` for several events in one INSERT (e.g. a worker's round); ids in order.
+        Each event carries its own `trace` when it has one (a worker's round announces the
+        outcomes of work queued by different requests), else the current span's."""
         outgoing = []
+        current: TraceContext | None = None
         for item in events:
+            trace = item.trace
+            if trace is None:
+                if current is None:
+                    current = TraceContext.current()
+                trace = current
             envelope = self.envelope(
                 item.event,
                 aggregate_type=item.aggregate_type,
                 aggregate_id=item.aggregate_id,
                 event_id=item.event_id or uuid.uuid4(),
                 occurred_at=item.occurred_at,
+                trace=trace,
             )
-            trace = envelope.trace
             headers = {TRACEPARENT: trace.traceparent} if trace.traceparent else None
             if headers and trace.tracestate:
                 headers[TRACESTATE] = trace.tracestate

@@ -13,6 +13,13 @@ RPCs have drained, so a relay or a purge never sees its pool closed under it. Th
 
 Jobs report `job_runs_total{job,outcome}`, `job_run_seconds{job}` and
 `job_last_success_timestamp_seconds{job}` when given a registry.
+
+Every log line of background work carries a trace id. A job's run is a trace of its own
+(`continue_trace(None, name=<job>)`: a span of the service's tracer, recorded when it exports).
+A polling worker's step gets a fresh trace id for its log lines only — never recorded nor
+sampled, since most steps find nothing to do and an exporter would drown in empty polls; work
+done for one queued item inside a step continues that item's own trace (e.g. a relay delivers
+each event under `continue_trace(<the event's traceparent>)`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from meshkit.tracing import continue_trace
 
 __all__ = ["JobMetrics", "Lease", "LeasedJob", "PeriodicJob", "PollingWorker", "Worker"]
 
@@ -74,6 +85,19 @@ class JobMetrics:
         if metrics is None:
             metrics = cls._by_registry[registry] = cls(registry)
         return metrics
+
+
+def _log_only_span() -> NonRecordingSpan:
+    """A span with a fresh trace id for a polling step's log lines: not recorded and not
+    sampled, so nothing started under it (downstream included) is recorded either."""
+    return NonRecordingSpan(
+        SpanContext(
+            random.getrandbits(128) or 1,
+            random.getrandbits(64) or 1,
+            False,
+            TraceFlags(TraceFlags.DEFAULT),
+        )
+    )
 
 
 class _Stoppable:
@@ -139,14 +163,18 @@ class PollingWorker(_Stoppable):
         _log.info("worker started", extra={"worker": self.name})
         failures = 0
         while not self.stopping:
-            try:
-                more = await self._step()
-            except Exception:
-                failures += 1
+            failed = False
+            with trace.use_span(_log_only_span()):
+                try:
+                    more = await self._step()
+                except Exception:
+                    failed = True
+                    failures += 1
+                    _log.exception(
+                        "worker step failed", extra={"worker": self.name, "failures": failures}
+                    )
+            if failed:
                 ceiling = min(self.max_backoff_s, self.idle_s * 2.0 ** min(failures, 30))
-                _log.exception(
-                    "worker step failed", extra={"worker": self.name, "failures": failures}
-                )
                 await self._sleep(self._rng.uniform(ceiling / 2, ceiling))
                 continue
             failures = 0
@@ -178,15 +206,17 @@ class PeriodicJob(_Stoppable):
             await self._sleep(self._interval)
 
     async def run_once(self) -> str:
-        """One run now; returns its outcome (`ok` or `error`)."""
+        """One run now, in a trace of its own; returns its outcome (`ok` or `error`)."""
         started = time.perf_counter()
-        try:
-            await self._fn()
-        except Exception:
-            _log.exception("periodic job failed", extra={"job": self.name})
-            outcome = "error"
-        else:
-            outcome = "ok"
+        with continue_trace(None, name=self.name, attributes={"job.name": self.name}) as span:
+            try:
+                await self._fn()
+            except Exception:
+                _log.exception("periodic job failed", extra={"job": self.name})
+                span.set_status(Status(StatusCode.ERROR, "job failed"))
+                outcome = "error"
+            else:
+                outcome = "ok"
         self._record(outcome, time.perf_counter() - started)
         return outcome
 
@@ -291,6 +321,14 @@ class LeasedJob(PeriodicJob):
         if not acquired:
             self._record("skipped", None)
             return "skipped"
+        with continue_trace(None, name=self.name, attributes={"job.name": self.name}) as span:
+            outcome = await self._run_leased()
+            if outcome != "ok":
+                span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
+        return outcome
+
+    async def _run_leased(self) -> str:
+        """The run, while we renew the lease (the run's task inherits the run's trace)."""
         started = time.perf_counter()
         work: asyncio.Task[None] = asyncio.create_task(self._invoke(), name=f"job:{self.name}")
         lost = False
