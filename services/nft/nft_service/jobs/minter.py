@@ -29,6 +29,12 @@ ticket), its creation is the first instruction of the one atomic mint transactio
 many workers, retries or crashes send it, one creation can succeed and the rest fail harmlessly
 (and are recognised as "already minted" by step 2 or 4).
 
+Each ticket's work stays in the trace of the request behind it: TicketMinted and MintFailed
+carry the trace context its job kept from MintTickets, the outcome of each ticket is logged in a
+span of that trace ("mint outcome"), and a revocation is applied in a span of the trace of the
+RevokeTicket request that asked for it (its TicketRevoked too). A round serves many purchases at
+once, so the round itself has only a log-only trace of its own (meshkit.jobs).
+
 A `Minter` is a `meshkit.jobs.PollingWorker` built with everything it uses handed in
 (`MinterDeps`): it reads no other object's attributes.
 """
@@ -49,8 +55,9 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 from meshkit.db import Database
-from meshkit.events import Staged
+from meshkit.events import Staged, TraceContext
 from meshkit.jobs import PollingWorker
+from meshkit.tracing import continue_trace
 from nft_service.adapters.chain import (
     Chain,
     ChainError,
@@ -174,11 +181,19 @@ class Minter(PollingWorker):
         settings = self._settings
         async with self._db.acquire() as conn:
             due = await revocations.claim(conn, settings.batch, token, settings.lease_s)
-        for ticket in due:
+        for ticket in due.tickets:
             retry_in = self._policy.backoff(3, self._rng)
-            # Shielded: a burn that landed must be recorded even when the worker is stopping.
-            await asyncio.shield(self._revoker.run(ticket, token, retry_in=retry_in))
-        return len(due)
+            trace = due.traces.get(ticket.ticket_id) or TraceContext()
+            with continue_trace(
+                trace.traceparent,
+                trace.tracestate,
+                name="apply revocation",
+                attributes={"nft.ticket_id": ticket.ticket_id, "nft.worker": self.name},
+            ):
+                # Shielded: a burn that landed must be recorded even when the worker is
+                # stopping. (The shielded task inherits the revocation's trace.)
+                await asyncio.shield(self._revoker.run(ticket, token, retry_in=retry_in))
+        return len(due.tickets)
 
     async def mint_round(self) -> int:
         """One round (module docstring); returns the number of tickets claimed."""
@@ -355,7 +370,7 @@ class Minter(PollingWorker):
         async def write(conn: asyncpg.Connection) -> list[tuple[Outcome, TicketNft]]:
             minted = [o for o in out if o.state is MintState.MINTED]
             others = [o for o in out if o.state is not MintState.MINTED]
-            contacts = lease.contacts
+            contacts, traces = lease.contacts, lease.traces
             events: list[Staged] = []
             written: list[tuple[Outcome, TicketNft]] = []
             if minted:
@@ -367,7 +382,11 @@ class Minter(PollingWorker):
                     if at is None:  # the lease was lost
                         continue
                     ticket = o.ticket.minted(o.signature, o.slot, at)
-                    events.append(self._events.minted(ticket, contacts[ticket.job_id]))
+                    events.append(
+                        self._events.minted(
+                            ticket, contacts[ticket.job_id], trace=traces.get(ticket.job_id)
+                        )
+                    )
                     written.append((o, ticket))
             if others:
                 updated = {
@@ -389,7 +408,11 @@ class Minter(PollingWorker):
                         continue
                     if o.state.failed and not row.revocation_pending:
                         contact = contacts[row.job_id]
-                        events.append(self._events.mint_failed(row, contact, round_id=token))
+                        events.append(
+                            self._events.mint_failed(
+                                row, contact, round_id=token, trace=traces.get(row.job_id)
+                            )
+                        )
                     written.append((o, row))
             await self._events.stage(conn, events)
             lost = decided - {ticket.ticket_id for _, ticket in written}
@@ -402,7 +425,18 @@ class Minter(PollingWorker):
 
         if out:
             for outcome, ticket in await self._db.run_in_tx(write):
-                self._observe(outcome, ticket)
+                trace = lease.traces.get(ticket.job_id) or TraceContext()
+                with continue_trace(
+                    trace.traceparent,
+                    trace.tracestate,
+                    name="mint outcome",
+                    attributes={
+                        "nft.ticket_id": ticket.ticket_id,
+                        "nft.mint_state": outcome.state.value,
+                        "nft.worker": self.name,
+                    },
+                ):
+                    self._observe(outcome, ticket)
         rest = [t.ticket_id for t in lease.tickets if t.ticket_id not in decided]
         if rest:
             # Not decided (cancelled mid-round): keep their state (SUBMITTED stays SUBMITTED,
@@ -418,6 +452,17 @@ class Minter(PollingWorker):
                 self._metrics.queue_seconds.observe(
                     max(0.0, (ticket.minted_at - ticket.created_at).total_seconds())
                 )
+            logger.info(
+                "ticket minted",
+                extra={
+                    "worker": self.name,
+                    "ticket_id": ticket.ticket_id,
+                    "payment_id": ticket.payment_id,
+                    "mint_address": ticket.mint_address,
+                    "signature": ticket.mint_signature,
+                    "attempts": ticket.attempts,
+                },
+            )
             return
         label = outcome.state.value.lower()
         self._metrics.mints.labels(label if outcome.state.final else "retrying").inc()

@@ -1,6 +1,7 @@
-"""Mint jobs: one durable job per payment (`mint_jobs`), with the buyer's contact for the events
-its tickets will announce. A job's status is never stored; it is derived from its tickets, which
-`view` reads with the job in one statement (GetMintJob is what clients poll)."""
+"""Mint jobs: one durable job per payment (`mint_jobs`), with the buyer's contact and the trace
+context of the MintTickets request for the events its tickets will announce. A job's status is
+never stored; it is derived from its tickets, which `view` reads with the job in one statement
+(GetMintJob is what clients poll)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from meshkit.events import TraceContext
 from nft_service.domain.model import BuyerContact, JobView, MintJob, MintRequest, Priority
 from nft_service.store.tickets import ticket_from_row
 
@@ -35,15 +37,20 @@ def _job(row: asyncpg.Record) -> MintJob:
 
 
 async def insert(
-    conn: asyncpg.Connection, job_id: uuid.UUID, request: MintRequest
+    conn: asyncpg.Connection,
+    job_id: uuid.UUID,
+    request: MintRequest,
+    *,
+    trace: TraceContext,
 ) -> MintJob | None:
-    """Insert the payment's job; None when the payment already has one."""
+    """Insert the payment's job, keeping the request's `trace` for its tickets' events; None
+    when the payment already has one (which keeps the trace of the request that queued it)."""
     row = await conn.fetchrow(
         """
         INSERT INTO mint_jobs
             (id, payment_id, order_id, event_id, venue_id, buyer_id, priority,
-             tickets_fingerprint, buyer_contact)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+             tickets_fingerprint, buyer_contact, traceparent, tracestate)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
         ON CONFLICT (payment_id) DO NOTHING
         RETURNING *
         """,
@@ -56,6 +63,8 @@ async def insert(
         int(request.priority),
         request.fingerprint(),
         json.dumps(dict(request.buyer_contact.fields), sort_keys=True),
+        trace.traceparent or None,
+        trace.tracestate or None,
     )
     return _job(row) if row is not None else None
 

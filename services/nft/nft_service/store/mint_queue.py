@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
 
+from meshkit.events import TraceContext
 from nft_service.domain.model import BuyerContact, TicketNft
 from nft_service.domain.states import PENDING_STATES, MintState, sources
 from nft_service.store.mint_jobs import contact_from_json
@@ -51,19 +52,21 @@ WITH picked AS (
 UPDATE ticket_nfts t
 SET lease_token = $2, lease_until = now() + make_interval(secs => $3),
     picked_at = coalesce(t.picked_at, now()), updated_at = now()
-FROM picked
-WHERE t.ticket_id = picked.ticket_id
-RETURNING t.*, (SELECT buyer_contact FROM mint_jobs j WHERE j.id = t.job_id) AS buyer_contact
+FROM picked, mint_jobs j
+WHERE t.ticket_id = picked.ticket_id AND j.id = t.job_id
+RETURNING t.*, j.buyer_contact, j.traceparent AS job_traceparent,
+    j.tracestate AS job_tracestate
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """Tickets leased for a round, with the buyer's contact of their jobs (for the events the
-    round will stage)."""
+    """Tickets leased for a round, with the buyer's contact and the trace context of their jobs
+    (for the events the round will stage), by job id."""
 
     tickets: list[TicketNft]
     contacts: dict[uuid.UUID, BuyerContact]
+    traces: dict[uuid.UUID, TraceContext] = field(default_factory=dict)
 
 
 async def claim(
@@ -73,7 +76,10 @@ async def claim(
     rows = await conn.fetch(_CLAIM_SQL, limit, lease_token, lease_s)
     tickets = tickets_from_rows(rows)
     contacts = {r["job_id"]: contact_from_json(r["buyer_contact"]) for r in rows}
-    return Claimed(sorted(tickets, key=lambda t: (t.priority, t.job_id, t.position)), contacts)
+    traces = {r["job_id"]: TraceContext.of(r["job_traceparent"], r["job_tracestate"]) for r in rows}
+    return Claimed(
+        sorted(tickets, key=lambda t: (t.priority, t.job_id, t.position)), contacts, traces
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,9 @@ requests, minters and crashes interleave:
 The lease is the mint queue's (`lease_token`, `lease_until`, `available_at`): a minted ticket is
 never in the mint queue, and a failed one goes back only through `requeued` here or an operator's
 requeue, which skips tickets with a revocation.
+
+A recorded request keeps its trace context (`revoke_traceparent`, `revoke_tracestate`): the
+sweep applies it, and announces TicketRevoked, in the trace of the request (a refund's).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from meshkit.events import TraceContext
 from nft_service.domain.model import RevocationRequest, TicketNft
 from nft_service.store.tickets import METHOD_CODES, ticket_from_row, tickets_from_rows
 
@@ -48,6 +52,7 @@ _RECORD_SQL = f"""
 UPDATE ticket_nfts
 SET revoke_reason = $2, revocation_method = $3, revoke_note = $4, revoke_reference = $5,
     revoke_requested_at = now(), updated_at = now(),
+    revoke_traceparent = $8, revoke_tracestate = $9,
     lease_token = CASE WHEN mint_state IN {_SETTLEABLE}
         AND (lease_until IS NULL OR lease_until < now()) THEN $6 ELSE lease_token END,
     lease_until = CASE WHEN mint_state IN {_SETTLEABLE}
@@ -112,9 +117,12 @@ async def accept(
     request: RevocationRequest,
     lease_token: uuid.UUID,
     lease_s: float,
+    *,
+    trace: TraceContext | None = None,
 ) -> Accepted:
     """Cancel the ticket's mint if it was never sent (revoked now, in the history), else record
-    the request (module docstring). Run in a transaction with the event of a cancellation."""
+    the request with `trace` (None: the current one, the request's) for whoever applies it
+    (module docstring). Run in a transaction with the event of a cancellation."""
     args = (
         ticket_id,
         int(request.reason),
@@ -127,17 +135,40 @@ async def accept(
         cancelled = ticket_from_row(row)
         await _history(conn, cancelled, None)
         return Accepted(cancelled, cancelled=True)
-    row = await conn.fetchrow(_RECORD_SQL, *args, lease_token, lease_s)
+    if trace is None:
+        trace = TraceContext.current()
+    row = await conn.fetchrow(
+        _RECORD_SQL,
+        *args,
+        lease_token,
+        lease_s,
+        trace.traceparent or None,
+        trace.tracestate or None,
+    )
     if row is None:
         return Accepted(None)
     return Accepted(ticket_from_row(row), leased=bool(row["leased"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Due:
+    """Revocations leased for the sweep: the tickets, and the trace context of each ticket's
+    revocation request by ticket id."""
+
+    tickets: list[TicketNft]
+    traces: dict[str, TraceContext]
+
+
 async def claim(
     conn: asyncpg.Connection, limit: int, lease_token: uuid.UUID, lease_s: float
-) -> list[TicketNft]:
+) -> Due:
     """Lease up to `limit` revocations due on minted or failed tickets (the sweep)."""
-    return tickets_from_rows(await conn.fetch(_CLAIM_SQL, limit, lease_token, lease_s))
+    rows = await conn.fetch(_CLAIM_SQL, limit, lease_token, lease_s)
+    traces = {
+        r["ticket_id"]: TraceContext.of(r["revoke_traceparent"], r["revoke_tracestate"])
+        for r in rows
+    }
+    return Due(tickets_from_rows(rows), traces)
 
 
 async def revoked(

@@ -18,7 +18,10 @@ for a ticket whose revocation is pending (its TicketRevoked follows). It carries
 "ticket delayed" message needs: the contact, the ticket and the event.
 
 The minter's round announces all its outcomes at once: `minted` and `mint_failed` build the
-events and `stage` puts them in the outbox in one INSERT (`EventPublisher.publish_many`).
+events and `stage` puts them in the outbox in one INSERT (`EventPublisher.publish_many`). Each
+carries the trace context of the MintTickets request that queued its ticket (kept with the job),
+so one purchase stays one trace through the queue; the other events are staged in the current
+span's trace (the request's, or the revocation request's under which the sweep applies it).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import asyncpg
 from google.protobuf.message import Message
 
 from meshkit.convert import optional_timestamp
-from meshkit.events import EventPublisher, Staged
+from meshkit.events import EventPublisher, Staged, TraceContext
 from nft_service.domain.model import BuyerContact, RevocationMethod, TicketNft, TransferReason
 from nft_service.domain.states import MintState
 from tickettoken.common.v1 import common_pb2
@@ -100,7 +103,9 @@ class TicketEvents:
         (inside the caller's transaction)."""
         await self._publisher.publish_many(conn, events)
 
-    def minted(self, ticket: TicketNft, contact: BuyerContact) -> Staged:
+    def minted(
+        self, ticket: TicketNft, contact: BuyerContact, *, trace: TraceContext | None = None
+    ) -> Staged:
         event = events_pb2.TicketMinted(
             **_purchase(ticket, contact),
             mint_address=ticket.mint_address,
@@ -111,10 +116,16 @@ class TicketEvents:
             cluster=self.cluster,
             minted_at=optional_timestamp(ticket.minted_at),
         )
-        return Staged(event, AGGREGATE, ticket.ticket_id, event_id("minted", ticket.ticket_id))
+        eid = event_id("minted", ticket.ticket_id)
+        return Staged(event, AGGREGATE, ticket.ticket_id, eid, trace=trace)
 
     def mint_failed(
-        self, ticket: TicketNft, contact: BuyerContact, *, round_id: uuid.UUID
+        self,
+        ticket: TicketNft,
+        contact: BuyerContact,
+        *,
+        round_id: uuid.UUID,
+        trace: TraceContext | None = None,
     ) -> Staged:
         event = events_pb2.MintFailed(
             **_purchase(ticket, contact),
@@ -125,7 +136,7 @@ class TicketEvents:
             failed_at=optional_timestamp(ticket.updated_at),
         )
         eid = event_id("mint_failed", ticket.ticket_id, str(round_id))
-        return Staged(event, AGGREGATE, ticket.ticket_id, eid)
+        return Staged(event, AGGREGATE, ticket.ticket_id, eid, trace=trace)
 
     async def transferred(
         self,

@@ -8,6 +8,10 @@ else the default from the event name and the seat), the symbol, and the uri — 
 address of the metadata JSON, which can hold the mint address because that is known before the
 mint exists. A second MintTickets for the same payment finds
 the job (a redelivered event) and re-queues its failed tickets (an operator's retry).
+
+The job keeps the trace context of the MintTickets request that created it: the minters
+announce each ticket's TicketMinted or MintFailed in that trace (the purchase's), however much
+later and in whichever process they mint it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncpg
 from solders.pubkey import Pubkey
 
 from meshkit.db import Database
+from meshkit.events import TraceContext
 from nft_service.adapters.chain.token import (
     MAX_TRANSACTION_SIZE,
     TOKEN_2022,
@@ -141,9 +146,10 @@ class Minting:
         job_id = uuid.uuid4()
         fingerprint = request.fingerprint()
         new, documents = self._new_tickets(request, base)
+        trace = TraceContext.current()  # the minters announce the tickets' outcomes in it
 
         async def write(conn: asyncpg.Connection) -> tuple[JobView, bool]:
-            created = await mint_jobs.insert(conn, job_id, request)
+            created = await mint_jobs.insert(conn, job_id, request, trace=trace)
             if created is not None:
                 await metadata.insert(conn, sorted(documents.items()))
                 inserted = await tickets.insert_many(conn, created, new, str(TOKEN_2022))
