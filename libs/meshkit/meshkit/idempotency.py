@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 from google.rpc import status_pb2
+from prometheus_client import CollectorRegistry, Counter
 
 from meshkit.context import current_call, current_request_id
 from meshkit.db import Database
@@ -136,7 +137,7 @@ WHERE (k.expires_at < now()
    OR (k.state = 'STARTED'
        AND k.fingerprint = EXCLUDED.fingerprint
        AND k.locked_at <= now() - make_interval(secs => $8))
-RETURNING (xmax = 0) AS inserted
+RETURNING (xmax = 0) AS inserted, k.created_at < now() AS held
 """
 
 _EXISTING_SQL = """
@@ -236,6 +237,7 @@ class IdempotencyStore:
         lock_timeout: float = 5.0,
         ttl: float = 86400.0,
         heartbeat_interval: float | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if lock_timeout <= 0 or ttl <= lock_timeout:
             raise ValueError("need 0 < lock_timeout < ttl")
@@ -249,6 +251,17 @@ class IdempotencyStore:
         self.lock_timeout = lock_timeout
         self.ttl = ttl
         self.heartbeat_interval = beat
+        # A takeover means a holder died mid-request (reason "lock"), or a key was used again
+        # after its row expired but before the purge deleted it (reason "expired").
+        self._takeovers = Counter(
+            "idempotency_lock_takeovers",
+            "Idempotency keys claimed over an existing row: reason lock = its holder stopped "
+            "heart-beating (died mid-request), expired = the row had expired.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("lock", "expired"):
+            self._takeovers.labels(reason)
 
     async def run(
         self,
@@ -340,6 +353,7 @@ class IdempotencyStore:
             )
             if claimed is not None:
                 if not claimed["inserted"]:
+                    self._takeovers.labels("lock" if claimed["held"] else "expired").inc()
                     logger.warning(
                         "idempotency key taken over from an expired holder or window",
                         extra=ident.log(),

@@ -382,6 +382,7 @@ class App:
             lock_timeout=s.idempotency_lock_s,
             ttl=s.idempotency_ttl_s,
             heartbeat_interval=s.idempotency_heartbeat_s,
+            registry=self.registry,
         )
         guard_settings = GuardSettings(
             expected_replicas=s.expected_replicas,
