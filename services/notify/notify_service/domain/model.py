@@ -125,6 +125,10 @@ class Notification:
     created_at: datetime
     updated_at: datetime
     attachments: tuple[Attachment, ...] = ()
+    traceparent: str = ""
+    tracestate: str = ""
+    """The W3C trace context of the request that queued it ("" when none): its delivery and
+    the events announcing it continue that trace."""
 
     @property
     def dead_lettered(self) -> bool:

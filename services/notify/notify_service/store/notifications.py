@@ -82,6 +82,8 @@ def from_row(row: asyncpg.Record, attachments: Sequence[Attachment] = ()) -> Not
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         attachments=tuple(attachments),
+        traceparent=row["traceparent"] or "",
+        tracestate=row["tracestate"] or "",
     )
 
 
@@ -92,16 +94,16 @@ def from_rows(rows: Sequence[asyncpg.Record]) -> list[Notification]:
 _COLUMNS = """id, status, channel, category, priority, user_id, destination, destination_masked,
     recipient_name, time_zone, subject, body_text, body_html, template_id, template_version,
     template_locale, dedup_key, message_id, error_code, error_message, metadata,
-    has_attachments, scheduled_at, available_at, deferred_reason"""
+    has_attachments, scheduled_at, available_at, deferred_reason, traceparent, tracestate"""
 _VALUES = """$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-    $19, $20, $21::jsonb, $22, $23, $24, $25"""
+    $19, $20, $21::jsonb, $22, $23, $24, $25, $26, $27"""
 # One statement: take the dedup key (or find it taken within its window) and insert the
 # notification only when the key is ours. A concurrent insert of the same key waits on the key's
 # unique index until the first commits, then sees it taken.
 _INSERT_DEDUP_SQL = f"""
 WITH claim AS (
     INSERT INTO dedup_keys (dedup_key, notification_id, expires_at)
-    VALUES ($17, $1, now() + make_interval(secs => $26))
+    VALUES ($17, $1, now() + make_interval(secs => $28))
     ON CONFLICT (dedup_key) DO UPDATE
         SET notification_id = EXCLUDED.notification_id, expires_at = EXCLUDED.expires_at
         WHERE dedup_keys.expires_at < now()
@@ -141,6 +143,8 @@ def _values(n: Notification) -> list[Any]:
         n.scheduled_at,
         n.available_at,
         n.deferred_reason,
+        n.traceparent or None,
+        n.tracestate or None,
     ]
 
 

@@ -24,6 +24,12 @@ every system that looks (mail clients thread and collapse on Message-ID; our rec
 the notification id). That window (provider accepted → our commit, milliseconds) and a line that
 drops after the message was handed over are the only ways to a second copy, and each costs at
 most one: the copy that follows is recorded SENT before anything else happens to it.
+
+Traces: a round serves many requests, so it runs in the worker step's own (log-only) trace; what
+is done for one notification runs in a span of the trace of the request that queued it (kept
+with it, usecases/sending.py) — its send when it goes alone (a provider call per message, or a
+session of one), its failover, the log line of its outcome — and its event carries that trace
+(usecases/events.py), so a purchase's email can be followed in the purchase's trace.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from notify_service.domain.retry import FailureKind, RetryPolicy, SendFailure, d
 from notify_service.store import notifications as store
 from notify_service.store import preferences, suppressions
 from notify_service.usecases import consent
-from notify_service.usecases.events import NotifyEvents
+from notify_service.usecases.events import NotifyEvents, traced
 from notify_service.usecases.links import Links
 from notify_service.usecases.metrics import NotifyMetrics
 
@@ -213,8 +219,11 @@ class Delivery:
         providers in order."""
         senders = self._senders[chunk[0].channel]
         first = senders[0]
-        async with self._gate:
-            outcomes = await first.send_many([self._outbound(n) for n in chunk])
+        # A chunk of one is sent in its notification's trace; a session of several in the
+        # round's (each message's outcome is then logged in its own).
+        with traced(chunk[0], "send") if len(chunk) == 1 else contextlib.nullcontext():
+            async with self._gate:
+                outcomes = await first.send_many([self._outbound(n) for n in chunk])
         results = []
         for n, outcome in zip(chunk, outcomes, strict=True):
             result = _Result(n, provider=first.name)
@@ -235,6 +244,12 @@ class Delivery:
         return results
 
     async def _fail_over(
+        self, result: _Result, senders: Sequence[Sender], token: uuid.UUID
+    ) -> None:
+        with traced(result.notification, "fail over"):
+            await self._fail_over_traced(result, senders, token)
+
+    async def _fail_over_traced(
         self, result: _Result, senders: Sequence[Sender], token: uuid.UUID
     ) -> None:
         n = result.notification
@@ -361,7 +376,8 @@ class Delivery:
         if sent or not_sent:
             written = await self._db.run_in_tx(write)
             for n in written:
-                self._observe(n, worker)
+                with traced(n, "delivery outcome", worker):
+                    self._observe(n, worker)
             lost = {s.notification_id for s in sent} | {o.notification_id for o in not_sent}
             lost -= {n.id for n in written}
             if lost:
@@ -390,7 +406,7 @@ class Delivery:
                 self._metrics.queue_seconds.observe(
                     max(0.0, (n.sent_at - n.available_at).total_seconds())
                 )
-            logger.debug("notification sent", extra=extra)
+            logger.info("notification sent", extra=extra)
             return
         final = n.status is not Status.QUEUED
         (logger.warning if final and n.status is not Status.SUPPRESSED else logger.info)(

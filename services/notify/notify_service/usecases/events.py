@@ -6,17 +6,24 @@ Event ids are derived from what happened, so a change applied twice by racing pa
 announced twice (the outbox refuses the second copy): sent and delivered once per notification;
 failed once per notification and failure (its failed_at), since an operator may retry a dead
 letter that then fails again.
+
+Each event continues the trace of the SendNotification request that queued its notification
+(kept with it), whoever stages it — a delivery worker, a provider's receipt webhook, an
+operator — so a purchase's email stays in the purchase's trace; a notification queued without
+one (before traces were kept) is announced in the current span's trace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import asyncpg
 
 from meshkit.convert import optional_timestamp
-from meshkit.events import EventPublisher, Staged
+from meshkit.events import EventPublisher, Staged, TraceContext
+from meshkit.tracing import continue_trace
 from notify_service.domain.model import Notification, Status
 from tickettoken.notify.v1 import events_pb2, notify_pb2
 
@@ -26,6 +33,25 @@ _NAMESPACE = uuid.UUID("8a3e7c1e-51b4-4d7e-9f3f-2d6b1c0a9e44")
 
 def event_id(kind: str, *parts: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, "\x00".join(["notify", kind, *parts]))
+
+
+def trace_of(n: Notification) -> TraceContext | None:
+    """The trace `n`'s events continue (None: the current span's)."""
+    return TraceContext(n.traceparent, n.tracestate) if n.traceparent else None
+
+
+@contextlib.contextmanager
+def traced(n: Notification, name: str, worker: str = "") -> Iterator[None]:
+    """Run the block in a span of the trace of the request that queued `n` (in the current
+    span when it was queued without one)."""
+    if not n.traceparent:
+        yield
+        return
+    attributes = {"notify.notification_id": str(n.id), "notify.channel": n.channel.value}
+    if worker:
+        attributes["notify.worker"] = worker
+    with continue_trace(n.traceparent, n.tracestate or None, name=name, attributes=attributes):
+        yield
 
 
 def channel_proto(n: Notification) -> notify_pb2.Channel.ValueType:
@@ -64,7 +90,8 @@ class NotifyEvents:
             created_at=optional_timestamp(n.created_at),
             sent_at=optional_timestamp(n.sent_at),
         )
-        return Staged(event, AGGREGATE, str(n.id), event_id("sent", str(n.id)))
+        eid = event_id("sent", str(n.id))
+        return Staged(event, AGGREGATE, str(n.id), eid, trace=trace_of(n))
 
     def delivered(self, n: Notification) -> Staged:
         event = events_pb2.NotificationDelivered(
@@ -82,7 +109,8 @@ class NotifyEvents:
             sent_at=optional_timestamp(n.sent_at),
             delivered_at=optional_timestamp(n.delivered_at),
         )
-        return Staged(event, AGGREGATE, str(n.id), event_id("delivered", str(n.id)))
+        eid = event_id("delivered", str(n.id))
+        return Staged(event, AGGREGATE, str(n.id), eid, trace=trace_of(n))
 
     def failed(self, n: Notification) -> Staged:
         status = (
@@ -110,7 +138,7 @@ class NotifyEvents:
             failed_at=optional_timestamp(when),
         )
         eid = event_id("failed", str(n.id), when.isoformat())
-        return Staged(event, AGGREGATE, str(n.id), eid)
+        return Staged(event, AGGREGATE, str(n.id), eid, trace=trace_of(n))
 
     def for_status(self, n: Notification) -> Staged | None:
         """The event a notification's new status announces, if any."""

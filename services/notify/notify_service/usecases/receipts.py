@@ -47,7 +47,7 @@ from notify_service.domain.receipts import Effect, Receipt, sendgrid_receipt, tw
 from notify_service.store import inbox
 from notify_service.store import notifications as store
 from notify_service.usecases import consent
-from notify_service.usecases.events import NotifyEvents
+from notify_service.usecases.events import NotifyEvents, traced
 from notify_service.usecases.metrics import NotifyMetrics
 
 logger = logging.getLogger(__name__)
@@ -277,13 +277,15 @@ class Receipts:
             outcome.value,
             notification.id if notification else None,
         )
-        logger.info(
-            "receipt",
-            extra={
-                "provider": provider,
-                "event_type": receipt.event_type,
-                "outcome": outcome.name,
-                "notification_id": str(notification.id) if notification else "",
-            },
-        )
+        extra = {
+            "provider": provider,
+            "event_type": receipt.event_type,
+            "outcome": outcome.name,
+            "notification_id": str(notification.id) if notification else "",
+        }
+        if notification is None:
+            logger.info("receipt", extra=extra)
+        else:
+            with traced(notification, "receipt"):  # its event is in that trace too
+                logger.info("receipt", extra=extra)
         return outcome, changed

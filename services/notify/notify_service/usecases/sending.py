@@ -11,7 +11,8 @@ Order, so that a refusal changes nothing:
 
 Idempotency of the RPC itself is the kit's (one answer per caller + idempotency key); the dedup
 key holds across callers and keys. The notification id, the Message-ID and the unsubscribe link
-are fixed here, before anything is sent.
+are fixed here, before anything is sent. So is the trace: the request's context is stored with
+the notification, and its delivery is logged and announced in it (usecases/delivery.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 
 from meshkit.db import Database
+from meshkit.events import TraceContext
 from notify_service.domain import preferences as consent_rules
 from notify_service.domain import templates as rendering
 from notify_service.domain.addresses import AddressRules, destination_for, mask
@@ -148,6 +150,7 @@ class Sending:
         self._check_content(cmd.channel, content)
         now = self._clock()
         due = max(now, cmd.scheduled_at) if cmd.scheduled_at else now
+        trace = TraceContext.current()
         draft = Notification(
             id=notification_id,
             status=Status.QUEUED,
@@ -179,6 +182,9 @@ class Sending:
             created_at=now,
             updated_at=now,
             attachments=cmd.attachments,
+            # The request's trace: delivery logs and announces the notification in it.
+            traceparent=trace.traceparent,
+            tracestate=trace.tracestate,
         )
         result = await self._queue(draft, due)
         outcome = "duplicate" if result.duplicate else result.notification.status.value.lower()
