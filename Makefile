@@ -9,7 +9,7 @@ DEPS := requirements/dev.txt libs/contracts/pyproject.toml libs/meshkit/pyprojec
         libs/meshdev/pyproject.toml \
         $(wildcard services/*/pyproject.toml)
 
-.PHONY: run test venv tools image proto proto-check lint buf-lint tokens clean
+.PHONY: run demo test venv tools image proto proto-check lint buf-lint tokens clean
 
 $(STAMP): $(DEPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ tools: $(STAMP) $(VENV)/bin/promtool
 ## run: start PostgreSQL + Redis (embedded unless DATABASE_URL / REDIS_URL are set) and all four services
 run: $(STAMP)
 	$(PY) -m meshdev.launcher run
+
+## demo: one purchase through the mesh `make run` started, step by step with timings (DEMO_ARGS=--timeout 60)
+demo: $(STAMP)
+	$(PY) -m meshdev.demo $(DEMO_ARGS)
 
 ## test: lint, contract checks and the whole test suite against real Postgres, Redis and gRPC
 test: $(STAMP) tools lint proto-check

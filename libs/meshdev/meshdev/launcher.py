@@ -81,8 +81,11 @@ def is_serving(port: int, service: str) -> bool:
 class Mesh:
     """The launcher's processes, started and stopped in order."""
 
-    def __init__(self, dev_dir: Path, free_ports: bool, grace: float) -> None:
+    def __init__(
+        self, dev_dir: Path, free_ports: bool, grace: float, skip: frozenset[str] = frozenset()
+    ) -> None:
         self.dev_dir = dev_dir
+        self.skip = skip
         self.free_ports = free_ports
         self.grace = grace
         self.postgres: EmbeddedPostgres | None = None
@@ -120,6 +123,8 @@ class Mesh:
             f"{name.upper()}_GRPC_TARGET": f"127.0.0.1:{port}" for name, port in grpc_ports.items()
         }
         for spec in SERVICES:
+            if spec.name in self.skip:
+                continue
             grpc_port = grpc_ports[spec.name]
             ops_port = free_port() if self.free_ports else spec.ops_port
             env = {
@@ -147,9 +152,19 @@ class Mesh:
             "database_url": database_url,
             "redis_url": redis_url,
             "embedded": embedded,
+            "dev_dir": str(self.dev_dir.resolve()),
+            "stripe": service_env.get("payment", {}).get("STRIPE_API_BASE", ""),
+            "stripe_webhooks": self.stripe is not None,
+            "demo_venue": DEMO_VENUE,
             "mail": self._mail_state(),
             "services": {
-                spec.name: {"grpc": g, "ops": o, "pid": p.pid, "service": spec.grpc_service}
+                spec.name: {
+                    "grpc": g,
+                    "ops": o,
+                    "http": self.http_ports[spec.name],
+                    "pid": p.pid,
+                    "service": spec.grpc_service,
+                }
                 for spec, g, o, p in self.children
             },
         }
@@ -271,6 +286,8 @@ class Mesh:
 
 
 DEMO_VENUE = "venue-demo"
+# Where a running mesh describes itself (ports, URLs, mail folder), under the dev dir.
+STATE_FILE = "mesh.json"
 
 
 def banner(state: dict[str, object], token: str) -> str:
@@ -309,6 +326,7 @@ def banner(state: dict[str, object], token: str) -> str:
         "",
         *mail_lines(state),
         f"An admin token for the payment service (1 h): {token}",
+        "Watch a purchase go through the mesh, step by step: make demo",
         "More tokens: make tokens.   Stop: Ctrl-C.",
         "",
     ]
@@ -318,9 +336,10 @@ def banner(state: dict[str, object], token: str) -> str:
 def mail_lines(state: dict[str, object]) -> list[str]:
     """Where notify's mail and texts go in dev."""
     mail = state.get("mail")
-    if not isinstance(mail, dict) or not mail:
+    services = state["services"]
+    if not isinstance(mail, dict) or not mail or "notify" not in services:  # type: ignore[operator]
         return []
-    notify = state["services"]["notify"]["grpc"]  # type: ignore[index]
+    notify = services["notify"]["grpc"]  # type: ignore[index]
     return [
         "Mail: every email notify sends is kept as an .eml file in",
         f"  {mail['mail_dir']}   (SMTP sink on {mail['smtp']}; open one in any mail app)",
@@ -343,12 +362,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--dev-dir", type=Path, default=Path(os.environ.get("DEV_DIR", ".dev")))
     parser.add_argument("--free-ports", action="store_true", help="pick free ports (tests)")
-    parser.add_argument("--state-file", type=Path, help="write ports and URLs here as JSON")
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        help="write ports and URLs here as JSON once every service is SERVING (default "
+        "<dev-dir>/mesh.json; `make demo` reads it); removed at stop",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=[spec.name for spec in SERVICES if spec.name != "payment"],
+        help="do not start this service (repeatable), e.g. --skip integration",
+    )
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    if args.state_file is None:
+        args.state_file = args.dev_dir / STATE_FILE
 
-    mesh = Mesh(args.dev_dir, args.free_ports, args.grace)
+    mesh = Mesh(args.dev_dir, args.free_ports, args.grace, frozenset(args.skip))
     stopping = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -368,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         mesh.seed_demo_data(str(state["database_url"]))
         if args.state_file:
-            args.state_file.write_text(json.dumps(state, indent=2))
+            # Written whole, then renamed: a reader never sees half a file.
+            partial = args.state_file.with_name(args.state_file.name + ".tmp")
+            partial.write_text(json.dumps(state, indent=2))
+            os.replace(partial, args.state_file)
         keys = ensure_dev_keys(args.dev_dir)
         minter = TokenMinter(
             load_private_key(keys.private_key_path), kid=keys.kid, issuer=DEV_ISSUER
