@@ -6,6 +6,12 @@ Every channel is built the same way:
   not processed, try again": mesh mutating RPCs carry idempotency keys, so a retry is safe) and
   `retryThrottling` (gRPC A6: retries stop when more than half the recent calls failed), so a
   struggling service is not hit with retries on top of its load;
+* `round_robin` load balancing (gRPC A27 `loadBalancingConfig`): the channel connects to every
+  address its target resolves to and spreads calls over them. In Kubernetes the targets are
+  headless Services (`dns:///nft-headless:50052` resolves to every ready pod); servers close
+  connections after GRPC_MAX_CONNECTION_AGE_S, and each GOAWAY makes the channel resolve the
+  name again, so replicas the autoscaler added start receiving calls (deploy/README.md, "Load
+  balancing"). A target with one address (a ClusterIP Service, 127.0.0.1) behaves as before;
 * keepalive pings every 30 s, which the kit's servers accept (they allow one per 10 s), so idle
   channels notice dead peers without being sent GOAWAY `too_many_pings`;
 
@@ -66,9 +72,11 @@ def service_config(
     max_tokens: int = 10,
     token_ratio: float = 0.1,
 ) -> str:
-    """The channel's service config JSON: retry UNAVAILABLE, throttled per gRPC A6."""
+    """The channel's service config JSON: round_robin over the target's addresses, retry
+    UNAVAILABLE, throttled per gRPC A6."""
     return json.dumps(
         {
+            "loadBalancingConfig": [{"round_robin": {}}],
             "methodConfig": [
                 {
                     "name": [{}],  # every method of every service on the channel

@@ -309,6 +309,23 @@ def _traced_http(tracing: Tracing) -> Any:
     return traced
 
 
+def connection_age_options(age_s: float, grace_s: float) -> list[tuple[str, int]]:
+    """Server options that close every client connection after `age_s` (gRPC adds +/-10 %
+    jitter) with a GOAWAY, letting calls in flight finish within `grace_s`.
+
+    A client keeps one HTTP/2 connection per address for as long as it works, so without an age
+    limit a replica started by the autoscaler gets no calls from clients that were already
+    connected. The GOAWAY makes the client's channel resolve the service's name again and, with
+    round_robin over a headless Service (meshkit.clients), connect to every replica it finds.
+    `age_s` 0 = connections live forever."""
+    if age_s <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", max(1, int(age_s * 1000))),
+        ("grpc.max_connection_age_grace_ms", int(grace_s * 1000)),
+    ]
+
+
 async def _connect_db(settings: KitSettings) -> Database:
     deadline = time.monotonic() + settings.db_connect_timeout_s
     while True:
@@ -401,6 +418,12 @@ class App:
                 name, audience, ttl=s.service_token_ttl_s
             ),
             default_timeout_s=s.grpc_client_timeout_s,
+            options=[
+                (
+                    "grpc.dns_min_time_between_resolutions_ms",
+                    int(s.grpc_dns_min_resolution_interval_s * 1000),
+                )
+            ],
         )
         self.kit = Kit(
             settings=s,
@@ -444,6 +467,9 @@ class App:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.http2.max_ping_strikes", 0),
                 ("grpc.so_reuseport", 0),
+                *connection_age_options(
+                    s.grpc_max_connection_age_s, s.grpc_max_connection_age_grace_s
+                ),
             ],
         )
         registrar: Any = Registrar(server, interceptor)  # wraps every handler at registration

@@ -182,6 +182,24 @@ class KitSettings(BaseSettings):
     grpc_client_timeout_s: float = Field(
         5.0, description="Timeout of outbound mesh calls made without an inbound deadline."
     )
+    grpc_max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Servers close each client connection after about this long (GOAWAY, with "
+        "+/-10 % jitter), so clients re-resolve the service's DNS name and spread their calls "
+        "over replicas added since (0 = never).",
+    )
+    grpc_max_connection_age_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="Time calls in flight on a connection closed for its age get to finish.",
+    )
+    grpc_dns_min_resolution_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Shortest interval between two DNS resolutions of a mesh target by a "
+        "client channel (gRPC's own default is 30 s).",
+    )
     payment_grpc_target: str = Field("127.0.0.1:50051", description="Address of payment.")
     nft_grpc_target: str = Field("127.0.0.1:50052", description="Address of nft.")
     notify_grpc_target: str = Field("127.0.0.1:50053", description="Address of notify.")
