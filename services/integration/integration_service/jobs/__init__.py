@@ -1,0 +1,1 @@
+"""Background work of the integration service (periodic, one replica at a time)."""
