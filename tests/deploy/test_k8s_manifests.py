@@ -12,18 +12,23 @@ import copy
 import functools
 import importlib.util
 import json
-import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
+from integration_service.policy import POLICY as INTEGRATION_POLICY
 from integration_service.settings import IntegrationSettings
+from meshkit.auth import Policy
 from meshkit.settings import KitSettings, load_settings
+from nft_service.policy import POLICY as NFT_POLICY
 from nft_service.settings import NftSettings
+from notify_service.policy import POLICY as NOTIFY_POLICY
 from notify_service.settings import NotifySettings
+from payment_service.policy import POLICY as PAYMENT_POLICY
 from payment_service.settings import PaymentSettings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse the manifests")
@@ -39,16 +44,25 @@ SETTINGS: dict[str, type[KitSettings]] = {
     "notify": NotifySettings,
     "integration": IntegrationSettings,
 }
-HTTP_SERVICES = {"payment", "nft", "notify"}
+HTTP_SERVICES = {"payment", "nft", "notify", "integration"}
 PART_OF = "tickettoken-mesh"
 UID = 10001
-# DESIGN.md call graph: (caller, callee) over gRPC inside the mesh.
-CALL_GRAPH = {
-    ("payment", "nft"),
-    ("payment", "notify"),
-    ("nft", "notify"),
-    ("integration", "payment"),
+POLICIES: dict[str, Policy] = {
+    "payment": PAYMENT_POLICY,
+    "nft": NFT_POLICY,
+    "notify": NOTIFY_POLICY,
+    "integration": INTEGRATION_POLICY,
 }
+# (caller, callee) over gRPC inside the mesh: every service whose svc: token a callee's policy
+# table accepts for at least one RPC (a service calling itself needs no network path).
+CALL_GRAPH = {
+    (caller, callee)
+    for callee, policy in POLICIES.items()
+    for rule in policy.values()
+    for caller in rule.services
+    if caller != callee
+}
+METADATA_ENDPOINT = "169.254.169.254/32"
 REQUIRED_KINDS = {
     "Deployment",
     "Service",
@@ -69,6 +83,7 @@ PLACEHOLDER_SECRETS = {
     "NOTIFY_UNSUBSCRIBE_SECRET": "placeholder-unsubscribe-secret-of-at-least-32-chars",
     "SENDGRID_API_KEY": "SG.placeholder.placeholder",
     "TWILIO_ACCOUNT_SID": "AC00000000000000000000000000000000",
+    "INTEGRATION_KEK_VERSIONS": "1=arn:aws:kms:us-east-1:111122223333:key/placeholder",
 }
 
 Doc = dict[str, Any]
@@ -103,8 +118,11 @@ def service_objects(service: str) -> dict[str, Doc]:
     found: dict[str, Doc] = {}
     for entry in kustomization(folder).get("resources", []):
         for doc in load_docs(folder / entry):
-            assert doc["kind"] not in found, f"{service}: two {doc['kind']} objects"
-            found[doc["kind"]] = doc
+            kind = doc["kind"]
+            if kind == "Service" and doc["metadata"]["name"].endswith("-headless"):
+                kind = "HeadlessService"
+            assert kind not in found, f"{service}: two {kind} objects"
+            found[kind] = doc
     return found
 
 
@@ -240,19 +258,20 @@ def network_policies() -> list[Doc]:
 
 
 def admitted(rule: Doc) -> Iterator[str]:
-    """Who an ingress rule admits: mesh service names, `namespace:<name>`, or ANYWHERE."""
+    """Who an ingress rule admits: mesh service names, `namespace:<name>` (pods of another
+    namespace, possibly narrowed by a pod selector), or ANYWHERE."""
     peers = rule.get("from") or []
     if not peers:
         yield ANYWHERE
     for peer in peers:
         if "ipBlock" in peer:
             yield ANYWHERE
-        elif "podSelector" in peer:  # with or without a namespaceSelector: may be our namespace
-            yield from (s for s in SETTINGS if selects(peer["podSelector"], pod_labels(s)))
-        else:
+        elif "namespaceSelector" in peer:
             ns = peer["namespaceSelector"].get("matchLabels", {})
             name = ns.get("kubernetes.io/metadata.name")
             yield f"namespace:{name}" if name and len(ns) == 1 else ANYWHERE
+        else:  # a pod selector alone: pods of our namespace
+            yield from (s for s in SETTINGS if selects(peer["podSelector"], pod_labels(s)))
 
 
 def admitted_by_port() -> dict[tuple[str, str], set[str]]:
@@ -511,10 +530,35 @@ def test_kustomization_entries_exist(folder: Path) -> None:
     assert present == listed
 
 
+def test_network_policies_are_generated_from_the_policy_tables() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_network_policies.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_call_graph_has_the_documented_calls() -> None:
+    # The relays' calls (README, "purchase journey") and the reads the tables allow.
+    assert {
+        ("payment", "nft"),
+        ("payment", "notify"),
+        ("nft", "notify"),
+        ("integration", "payment"),
+        ("notify", "nft"),
+        ("nft", "payment"),
+        ("notify", "payment"),
+        ("integration", "notify"),
+    } <= CALL_GRAPH
+
+
 def test_network_policies_follow_the_call_graph() -> None:
     policies = network_policies()
-    deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")]
-    assert deny and deny[0]["spec"]["policyTypes"] == ["Ingress"], "default deny ingress"
+    deny = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert len(deny) == 1 and deny[0]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny[0]["spec"] and "egress" not in deny[0]["spec"]
     access = admitted_by_port()
     grpc_pairs = {
         (source, target)
@@ -525,9 +569,77 @@ def test_network_policies_follow_the_call_graph() -> None:
     }
     assert grpc_pairs == CALL_GRAPH
     for service in SETTINGS:
-        assert ANYWHERE not in access.get((service, "grpc"), set())
+        grpc_sources = access.get((service, "grpc"), set())
+        assert ANYWHERE not in grpc_sources
+        # The gateway only from its own namespace: a pod elsewhere that labels itself gets none.
+        assert {s for s in grpc_sources if s not in SETTINGS} == {"namespace:tickettoken-gateway"}
         assert access[(service, "metrics")] == {"namespace:monitoring"}
         assert (ANYWHERE in access.get((service, "http"), set())) == (service in HTTP_SERVICES)
+
+
+def egress_rules(service: str) -> list[Doc]:
+    return [
+        rule
+        for policy in network_policies()
+        if "Egress" in policy["spec"]["policyTypes"]
+        and selects(policy["spec"]["podSelector"], pod_labels(service))
+        for rule in policy["spec"].get("egress") or []
+    ]
+
+
+def _ports_of(rule: Doc) -> set[int | str]:
+    return {p["port"] for p in rule.get("ports") or []}
+
+
+@pytest.mark.parametrize("service", SETTINGS)
+def test_egress_allows_dns_data_stores_mesh_calls_and_providers_only(service: str) -> None:
+    rules = egress_rules(service)
+    assert all(rule.get("ports") for rule in rules), "every egress rule names its ports"
+    dns = [r for r in rules if 53 in _ports_of(r)]
+    assert dns and all(
+        peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+        for r in dns
+        for peer in r["to"]
+    )
+    assert {p["protocol"] for r in dns for p in r["ports"]} == {"UDP", "TCP"}
+    # Mesh calls: to exactly the callees the policy tables allow, on their gRPC ports.
+    called = set()
+    for rule in rules:
+        for peer in rule.get("to") or []:
+            if "podSelector" in peer and "namespaceSelector" not in peer:
+                targets = [s for s in SETTINGS if selects(peer["podSelector"], pod_labels(s))]
+                for target in targets:
+                    assert _ports_of(rule) == {SETTINGS[target].default_grpc_port}
+                    called.add(target)
+    assert {(service, c) for c in called} == {e for e in CALL_GRAPH if e[0] == service}
+    # Address ranges (data stores, providers) never include the metadata endpoint.
+    ranges = [peer["ipBlock"] for r in rules for peer in r.get("to") or [] if "ipBlock" in peer]
+    assert ranges
+    for block in ranges:
+        if ":" not in block["cidr"]:
+            assert METADATA_ENDPOINT in block.get("except", []), block
+        else:
+            assert "fd00:ec2::254/128" in block.get("except", []), block
+    allowed_ports = set().union(
+        *(_ports_of(r) for r in rules if any("ipBlock" in p for p in r["to"]))
+    )
+    assert {5432, 6379, 443} <= allowed_ports
+
+
+@pytest.mark.parametrize("service", SETTINGS)
+def test_callers_dial_the_headless_services_of_their_callees(service: str) -> None:
+    env = effective_env(service, generated_config_maps(BASE))
+    objects = service_objects(service)
+    headless = objects["HeadlessService"]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == objects["Service"]["spec"]["selector"]
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
+    for caller, callee in CALL_GRAPH:
+        if caller != service:
+            continue
+        port = SETTINGS[callee].default_grpc_port
+        target = env[f"{callee.upper()}_GRPC_TARGET"]
+        assert target == f"dns:///{callee}-headless:{port}", target
 
 
 def test_dev_overlay_uses_base_and_network_policies() -> None:
@@ -540,10 +652,9 @@ def test_dev_overlay_uses_base_and_network_policies() -> None:
     ]
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
 def test_dev_overlay_renders_with_kustomize() -> None:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / "overlays" / "dev")],
+        [str(Path(sys.executable).parent / "kubectl"), "kustomize", str(K8S / "overlays" / "dev")],
         capture_output=True,
         text=True,
         timeout=120,
