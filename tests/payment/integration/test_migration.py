@@ -123,7 +123,7 @@ async def test_details_bytes_become_jsonb_documents(
             minimal = await insert_old(conn, bare.SerializeToString(), "o-2")
 
         applied = await migrate(postgres_url, db_schema, [KIT_MIGRATIONS, DEFINITION.migrations])
-        assert applied == [("payment", 4)]
+        assert applied[0] == ("payment", 4)  # then any later ones
 
         # No RPC message is stored in any of payment's columns any more (the kit's own tables
         # keep idempotent replies and event envelopes).

@@ -118,6 +118,10 @@ class Payment:
     succeeded_at: datetime | None
     # Set when Stripe captured money after the payment was closed here (see settlement).
     late_capture_at: datetime | None
+    # The W3C trace context of the CreatePayment request ("" when none): its PaymentIntent
+    # carries it, and settlement by a webhook continues it.
+    traceparent: str = ""
+    tracestate: str = ""
 
     @property
     def refundable(self) -> int:
@@ -216,6 +220,8 @@ class NewPayment:
     metadata: Mapping[str, str] = field(default_factory=dict)
     status: PaymentStatus = PaymentStatus.PENDING
     provider_payment_id: str | None = None
+    traceparent: str = ""
+    tracestate: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,6 +220,8 @@ def _payment(row: asyncpg.Record) -> Payment:
         updated_at=row["updated_at"],
         succeeded_at=row["succeeded_at"],
         late_capture_at=row["late_capture_at"],
+        traceparent=row.get("traceparent") or "",
+        tracestate=row.get("tracestate") or "",
     )
 
 
@@ -328,9 +330,10 @@ async def insert(conn: asyncpg.Connection, p: NewPayment) -> bool:
             INSERT INTO payments (id, order_id, venue_id, event_id, buyer_id, currency, status,
                                   subtotal, platform_fee, gas_fee, tax_total, total,
                                   payment_method_id, provider_payment_id, line_items, fees,
-                                  buyer_contact, event_details, metadata, created_by)
+                                  buyer_contact, event_details, metadata, created_by,
+                                  traceparent, tracestate)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                    $15::jsonb, $16::jsonb, $17::jsonb, $18::jsonb, $19::jsonb, $20)
+                    $15::jsonb, $16::jsonb, $17::jsonb, $18::jsonb, $19::jsonb, $20, $21, $22)
             ON CONFLICT (id) DO NOTHING RETURNING id
             """,
             p.id,
@@ -353,6 +356,8 @@ async def insert(conn: asyncpg.Connection, p: NewPayment) -> bool:
             _dumps(event_to_json(p.event)),
             _dumps(dict(p.metadata)),
             p.created_by,
+            p.traceparent or None,
+            p.tracestate or None,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "payments_order_live_idx":

@@ -11,6 +11,11 @@ Creating a payment runs in recoverable phases, each one committed before the nex
 
 If phase 2 fails in transport, the RPC fails retryably (the kit releases the idempotency key),
 the row stays PENDING, and either the client's retry, the webhook, or reconciliation finishes it.
+
+The row keeps the trace context of the request that created it, and the PaymentIntent carries
+it in its metadata (`traceparent`, `tracestate`): the same values on every retry of phase 2 (the
+stored ones, not the retry's), so Stripe's idempotent replay sees the same parameters. A webhook
+that settles the payment later continues that trace (usecases/webhooks.py).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from meshkit.db import Database
+from meshkit.events import TraceContext
+from meshkit.tracing import TRACEPARENT, TRACESTATE
 from payment_service.adapters.stripe_gateway import StripeGateway, StripeRejected
 from payment_service.domain import ids, provider
 from payment_service.domain.cart import check_total, price_cart
@@ -72,6 +79,27 @@ class PaymentRules:
     max_payment_minor: int
 
 
+STRIPE_METADATA_VALUE_MAX = 500
+"""Stripe refuses longer metadata values."""
+
+
+def intent_metadata(payment: Payment) -> dict[str, str]:
+    """The PaymentIntent's metadata: our ids, and the trace context the payment was created in
+    (tracestate only within Stripe's 500-character limit for a value)."""
+    metadata = {
+        "payment_id": str(payment.id),
+        "order_id": payment.order_id,
+        "venue_id": payment.venue_id,
+        "event_id": payment.event_id,
+        "buyer_id": payment.buyer_id,
+    }
+    if payment.traceparent:
+        metadata[TRACEPARENT] = payment.traceparent
+        if payment.tracestate and len(payment.tracestate) <= STRIPE_METADATA_VALUE_MAX:
+            metadata[TRACESTATE] = payment.tracestate
+    return metadata
+
+
 class Payments:
     """Create and read payments (build once at start)."""
 
@@ -101,6 +129,7 @@ class Payments:
             require_subtotal=True,
         )
         payment_id = ids.payment_id(actor, order.idempotency_key)
+        trace = TraceContext.current()
         async with self.db.transaction() as conn:
             jurisdiction = await venue_jurisdiction(conn, order.venue_id)
             tier = await self.tiers.of(conn, order.venue_id)
@@ -129,6 +158,8 @@ class Payments:
                     event=order.event,
                     metadata=order.metadata,
                     created_by=actor,
+                    traceparent=trace.traceparent,
+                    tracestate=trace.tracestate,
                 ),
             )
             if inserted:
@@ -151,13 +182,7 @@ class Payments:
                 amount=payment.total,
                 currency=payment.currency,
                 payment_method=payment.payment_method_id,
-                metadata={
-                    "payment_id": str(payment.id),
-                    "order_id": payment.order_id,
-                    "venue_id": payment.venue_id,
-                    "event_id": payment.event_id,
-                    "buyer_id": payment.buyer_id,
-                },
+                metadata=intent_metadata(payment),
                 return_url=return_url,
             )
         except StripeRejected as exc:

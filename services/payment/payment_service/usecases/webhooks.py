@@ -13,22 +13,30 @@ Out-of-order events are harmless: the state machine only moves forward, so a sta
 A `payment_intent.succeeded` for a payment closed here is a late capture, which settlement
 charges and refunds (after the commit); a redelivery is a duplicate, and another event announcing
 the same success finds the payment captured already: the money is refunded once.
+
+A PaymentIntent's result is settled in the trace of the CreatePayment request that created the
+payment (the intent's `traceparent`/`tracestate` metadata, else the one stored with the payment),
+not the delivery's own: PaymentSucceeded from a 3-D Secure or async payment, and the settlement's
+log lines, stay in the purchase's trace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from opentelemetry.trace import Span
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from meshkit.db import Database
+from meshkit.tracing import TRACEPARENT, TRACESTATE, continue_trace, parse_traceparent
 from payment_service.adapters.stripe_gateway import (
     StripeGateway,
     WebhookRejected,
@@ -113,6 +121,28 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
+@contextlib.contextmanager
+def _in_payment_trace(
+    payment: Payment, metadata: Mapping[str, Any], event_type: str
+) -> Iterator[Span | None]:
+    """Run the block in a span of the payment's trace (module doc); in the delivery's own span
+    when the payment has none."""
+    traceparent, tracestate = payment.traceparent, payment.tracestate
+    stated = str(metadata.get(TRACEPARENT) or "")
+    if stated and parse_traceparent(stated) is not None:
+        traceparent, tracestate = stated, str(metadata.get(TRACESTATE) or "")
+    if not traceparent:
+        yield None
+        return
+    with continue_trace(
+        traceparent,
+        tracestate or None,
+        name="settle payment intent",
+        attributes={"payment.id": str(payment.id), "stripe.event_type": event_type},
+    ) as span:
+        yield span
+
+
 class Webhooks:
     """Verifies and processes Stripe events (build once at start)."""
 
@@ -192,7 +222,7 @@ class Webhooks:
                 return Outcome.DUPLICATE, None
             obj = (event.get("data") or {}).get("object") or {}
             if event_type in STRIPE_INTENT_EVENTS:
-                outcome, payment_id = await self._intent(s, obj)
+                outcome, payment_id = await self._intent(s, obj, event_type)
             elif event_type == "charge.refunded":
                 outcome, payment_id = await self._charge_refunded(s, obj)
             elif event_type in REFUND_EVENTS:
@@ -227,14 +257,25 @@ class Webhooks:
             return await payments.find_by_charge(conn, charge_id, for_update=True)
         return None
 
-    async def _intent(self, s: Session, obj: Mapping[str, Any]) -> tuple[Outcome, uuid.UUID | None]:
+    async def _intent(
+        self, s: Session, obj: Mapping[str, Any], event_type: str
+    ) -> tuple[Outcome, uuid.UUID | None]:
         result = intent_result(obj)
-        payment = await self._payment_for(
-            s.conn, metadata=_metadata(obj), intent_id=result.intent_id
-        )
+        metadata = _metadata(obj)
+        payment = await self._payment_for(s.conn, metadata=metadata, intent_id=result.intent_id)
         if payment is None:
             return Outcome.IGNORED, None
-        _, applied = await s.apply_intent(payment, result)
+        with _in_payment_trace(payment, metadata, event_type):
+            moved, applied = await s.apply_intent(payment, result)
+            logger.info(
+                "payment intent settled by webhook",
+                extra={
+                    "payment_id": str(payment.id),
+                    "event_type": event_type,
+                    "applied": applied.name,
+                    "status": moved.status.name,
+                },
+            )
         return (Outcome.IGNORED if applied is Applied.REFUSED else Outcome.PROCESSED), payment.id
 
     async def _charge_refunded(
