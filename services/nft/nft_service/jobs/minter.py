@@ -33,7 +33,8 @@ Each ticket's work stays in the trace of the request behind it: TicketMinted and
 carry the trace context its job kept from MintTickets, the outcome of each ticket is logged in a
 span of that trace ("mint outcome"), and a revocation is applied in a span of the trace of the
 RevokeTicket request that asked for it (its TicketRevoked too). A round serves many purchases at
-once, so the round itself has only a log-only trace of its own (meshkit.jobs).
+once, so the round itself has only a log-only trace of its own (meshkit.jobs), which is also
+where the work of a job queued before traces were kept is logged and announced.
 
 A `Minter` is a `meshkit.jobs.PollingWorker` built with everything it uses handed in
 (`MinterDeps`): it reads no other object's attributes.
@@ -46,7 +47,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -86,6 +87,19 @@ from nft_service.usecases.revocation import Revoker
 from nft_service.usecases.sending import PlatformSender
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _in_trace(trace: TraceContext | None, name: str, attributes: dict[str, str]) -> Iterator[None]:
+    """Run the block in a span of the stored `trace` (of the request behind a ticket's work);
+    in the round's own span when there is none (queued before traces were kept)."""
+    if not trace:
+        yield
+        return
+    with continue_trace(
+        trace.traceparent, trace.tracestate or None, name=name, attributes=attributes
+    ):
+        yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +197,10 @@ class Minter(PollingWorker):
             due = await revocations.claim(conn, settings.batch, token, settings.lease_s)
         for ticket in due.tickets:
             retry_in = self._policy.backoff(3, self._rng)
-            trace = due.traces.get(ticket.ticket_id) or TraceContext()
-            with continue_trace(
-                trace.traceparent,
-                trace.tracestate,
-                name="apply revocation",
-                attributes={"nft.ticket_id": ticket.ticket_id, "nft.worker": self.name},
+            with _in_trace(
+                due.traces.get(ticket.ticket_id),
+                "apply revocation",
+                {"nft.ticket_id": ticket.ticket_id, "nft.worker": self.name},
             ):
                 # Shielded: a burn that landed must be recorded even when the worker is
                 # stopping. (The shielded task inherits the revocation's trace.)
@@ -384,7 +396,7 @@ class Minter(PollingWorker):
                     ticket = o.ticket.minted(o.signature, o.slot, at)
                     events.append(
                         self._events.minted(
-                            ticket, contacts[ticket.job_id], trace=traces.get(ticket.job_id)
+                            ticket, contacts[ticket.job_id], trace=traces.get(ticket.job_id) or None
                         )
                     )
                     written.append((o, ticket))
@@ -410,7 +422,7 @@ class Minter(PollingWorker):
                         contact = contacts[row.job_id]
                         events.append(
                             self._events.mint_failed(
-                                row, contact, round_id=token, trace=traces.get(row.job_id)
+                                row, contact, round_id=token, trace=traces.get(row.job_id) or None
                             )
                         )
                     written.append((o, row))
@@ -425,12 +437,10 @@ class Minter(PollingWorker):
 
         if out:
             for outcome, ticket in await self._db.run_in_tx(write):
-                trace = lease.traces.get(ticket.job_id) or TraceContext()
-                with continue_trace(
-                    trace.traceparent,
-                    trace.tracestate,
-                    name="mint outcome",
-                    attributes={
+                with _in_trace(
+                    lease.traces.get(ticket.job_id),
+                    "mint outcome",
+                    {
                         "nft.ticket_id": ticket.ticket_id,
                         "nft.mint_state": outcome.state.value,
                         "nft.worker": self.name,
