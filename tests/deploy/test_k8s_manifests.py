@@ -670,3 +670,41 @@ def test_dev_overlay_renders_with_kustomize() -> None:
         refs = [s["configMapRef"]["name"] for s in c["envFrom"] if "configMapRef" in s]
         assert refs and set(refs) <= config_maps, json.dumps(refs)  # hashed names resolved
         assert c["image"] == "tickettoken-mesh:dev"
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: str(p.relative_to(K8S)))
+@pytest.mark.parametrize("service", SETTINGS)
+def test_deployments_leave_migrations_to_the_job(service: str, folder: Path) -> None:
+    env = effective_env(service, generated_config_maps(folder))
+    assert env["MIGRATE_ON_START"] == "false"
+
+
+@pytest.mark.parametrize("service", SETTINGS)
+def test_migration_job_runs_the_kit_entry_point_as_the_schema_owner(service: str) -> None:
+    objects = service_objects(service)
+    job = objects["Job"]
+    assert job["metadata"]["name"] == f"{service}-migrate"
+    pod = job["spec"]["template"]
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    (c,) = spec["containers"]
+    assert c["image"] == container(service)["image"]
+    assert c["args"] == ["meshkit.migrate", f"{service}_service"]
+    assert importlib.util.find_spec("meshkit.migrate") is not None
+    env = {var["name"]: var for var in c["env"]}
+    ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (f"{service}-migrate-secrets", "DATABASE_URL")
+    assert env["DB_SCHEMA"]["value"] == SETTINGS[service].service_name  # DB_SCHEMA's default
+    ctx = c["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["runAsUser"] == UID
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    # Its pods are not the service's: no Service, PDB or Deployment selects them.
+    labels = pod["metadata"]["labels"]
+    assert not selects(objects["Deployment"]["spec"]["selector"], labels)
+    assert not selects({"matchLabels": objects["Service"]["spec"]["selector"]}, labels)
+    assert not selects(objects["PodDisruptionBudget"]["spec"]["selector"], labels)
+    assert labels["app.kubernetes.io/part-of"] == PART_OF  # the egress policies apply

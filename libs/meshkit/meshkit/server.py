@@ -55,6 +55,7 @@ from meshkit.interceptor import ErrorMap, KitInterceptor, Registrar
 from meshkit.jobs import LeasedJob, PeriodicJob, Worker
 from meshkit.logs import AccessLog, configure_logging
 from meshkit.metrics import GrpcServerMetrics, new_registry
+from meshkit.migrate import pending_migrations
 from meshkit.migrations import KIT_MIGRATIONS, MigrationSource, migrate
 from meshkit.ops import HttpServer, OpsServer
 from meshkit.outbox import OutboxEvent, OutboxRelay, purge_delivered
@@ -309,6 +310,25 @@ def _traced_http(tracing: Tracing) -> Any:
     return traced
 
 
+async def _wait_for_migrations(
+    db: Database, schema: str, sources: Sequence[MigrationSource], wait_s: float
+) -> None:
+    """With MIGRATE_ON_START=false: start only on a fully migrated schema (the migration Job
+    runs them with a DDL role), waiting up to `wait_s` for it; never serve on an old schema."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        pending = await pending_migrations(db, schema, sources)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise SettingsError(
+                f"schema {schema!r} has pending migrations ({', '.join(pending)}) and "
+                "MIGRATE_ON_START is false: run the migration Job (python -m meshkit.migrate)"
+            )
+        _log.warning("waiting for the migration job", extra={"schema": schema, "pending": pending})
+        await asyncio.sleep(min(2.0, max(0.05, deadline - time.monotonic())))
+
+
 def connection_age_options(age_s: float, grace_s: float) -> list[tuple[str, int]]:
     """Server options that close every client connection after `age_s` (gRPC adds +/-10 %
     jitter) with a GOAWAY, letting calls in flight finish within `grace_s`.
@@ -391,8 +411,11 @@ class App:
         redis = aioredis.from_url(
             s.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0
         )
+        sources = [KIT_MIGRATIONS, self.definition.migrations]
         if s.migrate_on_start:
-            await migrate(db, s.schema_name, [KIT_MIGRATIONS, self.definition.migrations])
+            await migrate(db, s.schema_name, sources)
+        else:
+            await _wait_for_migrations(db, s.schema_name, sources, s.migrate_wait_s)
         idempotency = IdempotencyStore(
             db,
             domain=domain,

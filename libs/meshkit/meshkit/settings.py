@@ -94,6 +94,12 @@ class KitSettings(BaseSettings):
     migrate_on_start: bool = Field(
         True, description="Apply pending migrations at start (advisory-locked; replica-safe)."
     )
+    migrate_wait_s: float = Field(
+        300.0,
+        ge=0,
+        description="With MIGRATE_ON_START=false (Kubernetes: the migration Job applies them): "
+        "how long start-up waits for pending migrations to be applied before exiting.",
+    )
     redis_url: SecretStr = Field(description="Redis URL (required).")
     jwt_issuers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [DEV_ISSUER],
