@@ -268,4 +268,32 @@ def valid_requests() -> list[Message]:
         ),
         i.ListSyncLogsRequest(page_size=1000, job_id=key),
         i.ListProvidersRequest(),
+        i.CompleteOAuthRequest(
+            idempotency_key=key,
+            state="q3Jx0mZ6b0Zb8yqjv5Lx1e3T1r7oQm2b4hYk9cVw2sA",
+            code="sq0cgp-authorization-code",
+            extra_params={"realmId": "9341450000000001"},
+        ),
+        i.ConnectWithApiKeyRequest(
+            idempotency_key=key,
+            venue_id="venue-nash",
+            provider=i.PROVIDER_STRIPE,
+            api_key="rk_test_venue_catalogue_key",
+            settings={"webhook_secret": "whsec_venue_endpoint"},
+        ),
+        i.GetConnectionRequest(connection_id=key),
+        i.ListConnectionsRequest(
+            page_size=50, venue_id="venue-nash", statuses=[i.CONNECTION_STATUS_CONNECTED]
+        ),
+        i.TestConnectionRequest(connection_id=key),
+        i.DisconnectRequest(idempotency_key=key, connection_id=key, revoke_at_provider=True),
+        i.HandleProviderWebhookRequest(
+            webhook=c.ProviderWebhook(
+                provider="square",
+                payload=b'{"merchant_id":"M1","type":"customer.updated","event_id":"e1"}',
+                headers={"x-square-hmacsha256-signature": "abc="},
+                url="https://integration.example/webhooks/square",
+                http_method="POST",
+            )
+        ),
     ]

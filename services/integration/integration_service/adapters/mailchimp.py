@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 import mailchimp_marketing  # type: ignore[import-untyped]
+import urllib3
 from mailchimp_marketing.api_client import ApiClientError  # type: ignore[import-untyped]
 
 from integration_service.domain.errors import GrantRefused, OAuthCodeRefused, ProviderRejected
@@ -145,6 +146,8 @@ class MailchimpAdapter:
                 if exc.status_code == 429 or exc.status_code >= 500:
                     raise ProviderError(exc.status_code) from None
                 raise
+            except urllib3.exceptions.HTTPError as exc:
+                raise ConnectionError(type(exc).__name__) from None  # transient: retried
 
         try:
             await self._guard.call(

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import requests
 from intuitlib.client import AuthClient  # type: ignore[import-untyped]
 from intuitlib.enums import Scopes  # type: ignore[import-untyped]
 from intuitlib.exceptions import AuthClientError  # type: ignore[import-untyped]
@@ -100,6 +101,12 @@ class QuickBooksAdapter:
                 raise
             except AuthorizationException:
                 raise
+            except requests.RequestException as exc:
+                if exc.response is not None and (
+                    exc.response.status_code == 429 or exc.response.status_code >= 500
+                ):
+                    raise ProviderError(exc.response.status_code) from None
+                raise ConnectionError(type(exc).__name__) from None  # transient: retried
             except QuickbooksException as exc:
                 found = _STATUS.search(str(exc.message))
                 if found and (found.group(1) == "429" or found.group(1).startswith("5")):

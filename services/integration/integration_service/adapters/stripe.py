@@ -32,11 +32,16 @@ class StripeAdapter:
 
     async def _probe(self, key: str) -> Any:
         client = self._client(key)
-        return await self._guard.call(
-            "products.list",
-            lambda: client.v1.products.list_async({"limit": 1}),
-            idempotent=True,
-        )
+
+        async def attempt() -> Any:
+            try:
+                return await client.v1.products.list_async({"limit": 1})
+            except stripe.APIConnectionError as exc:
+                # Unreachable: a transient failure the guard retries (the SDK's error carries
+                # no status the guard could read).
+                raise ConnectionError(str(exc.user_message or "Stripe unreachable")) from None
+
+        return await self._guard.call("products.list", attempt, idempotent=True)
 
     async def check_key(self, api_key: str) -> AccountInfo:
         try:
