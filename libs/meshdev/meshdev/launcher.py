@@ -29,7 +29,11 @@ from meshdev.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     LocalStripe,
+    MailchimpStandIn,
+    QuickBooksStandIn,
     SendGridStandIn,
+    SquareStandIn,
+    StripeStandIn,
     TwilioStandIn,
     death_signal_preexec,
     free_port,
@@ -95,6 +99,11 @@ class Mesh:
         self.smtp: DevSmtp | None = None
         self.sendgrid: SendGridStandIn | None = None
         self.twilio: TwilioStandIn | None = None
+        # integration's providers: Square, QuickBooks, Mailchimp and the fast Stripe stand-in.
+        self.square: SquareStandIn | None = None
+        self.quickbooks: QuickBooksStandIn | None = None
+        self.mailchimp: MailchimpStandIn | None = None
+        self.stripe_catalogue: StripeStandIn | None = None
         self.http_ports = {
             spec.name: free_port() if free_ports else spec.http_port for spec in SERVICES
         }
@@ -157,6 +166,7 @@ class Mesh:
             "stripe_webhooks": self.stripe is not None,
             "demo_venue": DEMO_VENUE,
             "mail": self._mail_state(),
+            "integration_providers": self._integration_state(),
             "services": {
                 spec.name: {
                     "grpc": g,
@@ -182,7 +192,52 @@ class Mesh:
             "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_mesh_dev"),
             "STRIPE_DEV_REGISTER_WEBHOOK": "true" if self.stripe is not None else "false",
         }
-        return {"payment": payment, "notify": self._notify_env()}
+        return {
+            "payment": payment,
+            "notify": self._notify_env(),
+            "integration": self._integration_env(),
+        }
+
+    def _integration_env(self) -> dict[str, str]:
+        """integration's providers: the Square, QuickBooks and Mailchimp stand-ins (their OAuth
+        consent pages, APIs and signed webhooks to integration's HTTP port) and the fast Stripe
+        stand-in (products and prices, restricted keys); the vault's local key-encryption key
+        is generated under the dev dir. Nothing is started when integration is skipped or
+        SQUARE_APPLICATION_ID is set in the environment (the caller configures it)."""
+        if "integration" in self.skip or os.environ.get("SQUARE_APPLICATION_ID"):
+            return {}
+        fixed = not self.free_ports
+        hooks = f"http://127.0.0.1:{self.http_ports['integration']}"
+        self.square = SquareStandIn(
+            self.dev_dir / "square", 8431 if fixed else 0, webhook_url=f"{hooks}/webhooks/square"
+        )
+        self.square.start()
+        self.quickbooks = QuickBooksStandIn(
+            self.dev_dir / "quickbooks",
+            8432 if fixed else 0,
+            webhook_url=f"{hooks}/webhooks/quickbooks",
+        )
+        self.quickbooks.start()
+        self.mailchimp = MailchimpStandIn(self.dev_dir / "mailchimp", 8433 if fixed else 0)
+        self.mailchimp.start()
+        self.stripe_catalogue = StripeStandIn(self.dev_dir / "stripe-fast", 8434 if fixed else 0)
+        self.stripe_catalogue.start()
+        return {
+            "INTEGRATION_PUBLIC_BASE_URL": hooks,
+            "SQUARE_APPLICATION_ID": self.square.application_id,
+            "SQUARE_APPLICATION_SECRET": self.square.application_secret,
+            "SQUARE_WEBHOOK_SIGNATURE_KEY": self.square.signature_key,
+            "SQUARE_API_BASE": self.square.url,
+            "QUICKBOOKS_CLIENT_ID": self.quickbooks.client_id,
+            "QUICKBOOKS_CLIENT_SECRET": self.quickbooks.client_secret,
+            "QUICKBOOKS_VERIFIER_TOKEN": self.quickbooks.verifier_token,
+            "QUICKBOOKS_DISCOVERY_URL": self.quickbooks.discovery_url,
+            "QUICKBOOKS_API_BASE": self.quickbooks.url,
+            "MAILCHIMP_CLIENT_ID": self.mailchimp.client_id,
+            "MAILCHIMP_CLIENT_SECRET": self.mailchimp.client_secret,
+            "MAILCHIMP_LOGIN_BASE": self.mailchimp.url,
+            "STRIPE_API_BASE": self.stripe_catalogue.url,
+        }
 
     def _notify_env(self) -> dict[str, str]:
         """notify's providers: email through the SMTP sink (SendGrid's stand-in second, for
@@ -223,6 +278,16 @@ class Mesh:
             "TWILIO_ACCOUNT_SID": self.twilio.account_sid,
             "TWILIO_AUTH_TOKEN": self.twilio.auth_token,
             "TWILIO_FROM_NUMBER": self.twilio.phone_number,
+        }
+
+    def _integration_state(self) -> dict[str, str]:
+        if self.square is None or self.quickbooks is None or self.mailchimp is None:
+            return {}
+        return {
+            "square": self.square.url,
+            "quickbooks": self.quickbooks.url,
+            "mailchimp": self.mailchimp.url,
+            "stripe": self.stripe_catalogue.url if self.stripe_catalogue else "",
         }
 
     def _mail_state(self) -> dict[str, str]:
@@ -276,7 +341,16 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for standin in (self.stripe, self.twilio, self.sendgrid, self.smtp):
+        for standin in (
+            self.stripe,
+            self.twilio,
+            self.sendgrid,
+            self.smtp,
+            self.square,
+            self.quickbooks,
+            self.mailchimp,
+            self.stripe_catalogue,
+        ):
             if standin is not None:
                 standin.stop()
         if self.redis is not None:
@@ -325,12 +399,41 @@ def banner(state: dict[str, object], token: str) -> str:
         f"127.0.0.1:{pay} tickettoken.payment.v1.PaymentService/CreatePayment",
         "",
         *mail_lines(state),
+        *integration_lines(state),
         f"An admin token for the payment service (1 h): {token}",
         "Watch a purchase go through the mesh, step by step: make demo",
         "More tokens: make tokens.   Stop: Ctrl-C.",
         "",
     ]
     return "\n".join(lines)
+
+
+def integration_lines(state: dict[str, object]) -> list[str]:
+    """How to connect a venue's tools in dev: the stand-ins consent at once, and the redirect
+    to integration's own /oauth/callback completes the connection."""
+    providers = state.get("integration_providers")
+    services = state["services"]
+    assert isinstance(services, dict)
+    if not isinstance(providers, dict) or not providers or "integration" not in services:
+        return []
+    grpc_port = services["integration"]["grpc"]
+    http_port = services["integration"]["http"]
+    return [
+        "Integration: Square, QuickBooks and Mailchimp stand-ins at "
+        f"{providers['square']}, {providers['quickbooks']}, {providers['mailchimp']} "
+        f"(Stripe catalogue: {providers['stripe']}). Connect a venue's Square account:",
+        "  ITOKEN=$(.venv/bin/python -m meshdev.tokens --role venue_admin --venue venue-demo "
+        "--aud tickettoken.integration)",
+        "  KEY=$(.venv/bin/python -c 'import uuid; print(uuid.uuid4())')",
+        f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $ITOKEN" -d '
+        f'\'{{"idempotency_key": "\'$KEY\'", "venue_id": "{DEMO_VENUE}", '
+        f'"provider": "PROVIDER_SQUARE", '
+        f'"redirect_uri": "http://127.0.0.1:{http_port}/oauth/callback"}}\' '
+        f"127.0.0.1:{grpc_port} tickettoken.integration.v1.IntegrationService/StartOAuth",
+        "  then open the answer's authorization_url (curl -L): the stand-in consents and the "
+        "callback answers the new connection.",
+        "",
+    ]
 
 
 def mail_lines(state: dict[str, object]) -> list[str]:
