@@ -187,8 +187,10 @@ async def test_authorizing_again_recovers_the_same_connection(
     )
     assert not tested.ok
     assert tested.connection.status == pb.CONNECTION_STATUS_NEEDS_REAUTH
+    # Square refused the access token: one refresh was tried, and refused too.
+    assert square.stats.calls["oauth.refresh"] == 1
     [failed] = await events(client.app, ev.ConnectionFailed)
-    assert failed.connection_id == first.id and failed.detected_by == "test_connection"
+    assert failed.connection_id == first.id and failed.detected_by == "token_refresh"
 
     again = await client.dance(pb.PROVIDER_SQUARE)
     assert again.id == first.id and again.status == pb.CONNECTION_STATUS_CONNECTED

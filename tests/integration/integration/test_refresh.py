@@ -178,3 +178,16 @@ async def test_the_proactive_job_refreshes_before_expiry(
         "SELECT token_expires_at > now() + interval '30 minutes' AS renewed FROM connections",
     )
     assert row["renewed"]
+
+
+async def test_a_token_refused_before_its_expiry_is_refreshed_once_and_the_call_retried(
+    client: Client, quickbooks: QuickBooksServer
+) -> None:
+    connection = await client.dance(pb.PROVIDER_QUICKBOOKS)
+    quickbooks.clock.advance(3700)  # expired at Intuit, while we still hold it for valid
+    tested = await client.stub.TestConnection(
+        pb.TestConnectionRequest(connection_id=connection.id), metadata=client.md()
+    )
+    assert tested.ok and tested.connection.status == pb.CONNECTION_STATUS_CONNECTED
+    assert quickbooks.stats.calls["oauth.refresh"] == 1
+    assert await events(client.app, ev.ConnectionFailed) == []

@@ -195,10 +195,10 @@ class ConnectionCases:
             )
         started = time.perf_counter()
         try:
-            connection, credential = await self._tokens.credential(
-                connection, actor, "test_connection"
+            adapter = self._adapter(connection.provider)
+            connection, _ = await self._tokens.call(
+                connection, actor, "test_connection", adapter.test
             )
-            await self._adapter(connection.provider).test(connection, credential)
         except NeedsReauth as exc:
             latency = int((time.perf_counter() - started) * 1000)
             current = await self.get(actor, connection_id)

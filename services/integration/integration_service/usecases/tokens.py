@@ -21,9 +21,10 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
@@ -52,6 +53,7 @@ from integration_service.usecases.vault import Vault
 from meshkit.db import Database
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # KEYS[1] lock, KEYS[2] fence counter; ARGV[1] lock ms, ARGV[2] highest fence the store holds.
 _ACQUIRE = """
@@ -150,6 +152,33 @@ class TokenKeeper:
         async with self._db.acquire() as conn:
             _, credential = await self._vault.open(conn, connection.id, actor, purpose)
         return connection, credential
+
+    async def call(
+        self,
+        connection: Connection,
+        actor: Actor,
+        purpose: str,
+        fn: Callable[[Connection, Credential], Awaitable[T]],
+    ) -> tuple[Connection, T]:
+        """`fn(connection, credential)` with a working credential. When the provider refuses an
+        access token we still hold for valid (revoked early, clocks apart), the token is
+        refreshed once — single-flight, and only if nobody refreshed it since — and `fn` tried
+        again; a refused refresh makes the connection NEEDS_REAUTH (`NeedsReauth`)."""
+        connection, credential = await self.credential(connection, actor, purpose)
+        try:
+            return connection, await fn(connection, credential)
+        except GrantRefused:
+            if connection.auth_kind is not AuthKind.OAUTH2 or not credential.refresh_token:
+                raise
+        used = connection.token_expires_at
+
+        def unchanged(c: Connection) -> bool:
+            return c.token_expires_at == used
+
+        connection = await self.refresh(connection.id, actor, needed=unchanged)
+        async with self._db.acquire() as conn:
+            _, credential = await self._vault.open(conn, connection.id, actor, purpose)
+        return connection, await fn(connection, credential)
 
     async def refresh(
         self,
