@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,9 +74,18 @@ def demo(state: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    yield from launch(tmp_path_factory.mktemp("demo"))
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    # Under the system temp dir, not pytest's (private, and re-locked by any pytest run that
+    # starts meanwhile): the embedded PostgreSQL runs as another user when we are root.
+    work = Path(tempfile.mkdtemp(prefix="demo-"))
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def mesh(scratch: Path) -> Iterator[dict[str, Any]]:
+    yield from launch(scratch)
 
 
 def test_the_demo_buys_mints_and_mails_and_shows_every_step(mesh: dict[str, Any]) -> None:
@@ -101,9 +112,9 @@ def test_the_demo_buys_mints_and_mails_and_shows_every_step(mesh: dict[str, Any]
         assert ticket in (kept.text or "") and mint in (kept.text or "")
 
 
-def test_the_demo_names_the_step_that_does_not_finish(tmp_path: Path) -> None:
+def test_the_demo_names_the_step_that_does_not_finish(scratch: Path) -> None:
     # nft never started: the payment goes through, its PaymentSucceeded cannot be delivered.
-    for state in launch(tmp_path, "--skip", "nft"):
+    for state in launch(scratch, "--skip", "nft"):
         result = demo(state, "--timeout", "4", "--state-file", str(state["state_file"]))
         out = result.stdout
         assert result.returncode == 1, out + result.stderr
