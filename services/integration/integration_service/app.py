@@ -33,6 +33,7 @@ from integration_service.settings import IntegrationSettings
 from integration_service.store.oauth_states import OAuthStates
 from integration_service.usecases.connections import ConnectionCases
 from integration_service.usecases.events import IntegrationEvents
+from integration_service.usecases.metrics import IntegrationMetrics
 from integration_service.usecases.oauth import OAuthCases
 from integration_service.usecases.providers import Limits, ProviderCases
 from integration_service.usecases.states import ConnectionStates
@@ -138,7 +139,8 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
     base = public_base_url(settings, kit)
     prefix = f"{settings.guard_key_prefix}:{settings.schema_name}:integration"
     oauth_adapters, key_adapters = build_adapters(settings, kit)
-    vault = Vault(build_keys(settings, kit.guards))
+    metrics = IntegrationMetrics(kit.registry)
+    vault = Vault(build_keys(settings, kit.guards), metrics)
     events = IntegrationEvents(kit.events)
     states = ConnectionStates(events)
     rules = RefreshRules(
@@ -156,6 +158,7 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         adapters=oauth_adapters,
         states=states,
         rules=rules,
+        metrics=metrics,
     )
 
     def redirect_uris() -> list[str]:
@@ -193,6 +196,7 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
             max_age_s=settings.integration_webhook_max_age_s,
             stripe_tolerance_s=settings.integration_stripe_webhook_tolerance_s,
         ),
+        metrics=metrics,
     )
     enabled = {Provider(p): on for p, on in settings.providers_enabled.items()}
 

@@ -147,6 +147,11 @@ async def test_invalid_grant_needs_reauth_then_recovers(
     assert failed.connection_id == connection.id and failed.error_code == "invalid_grant"
     assert failed.detected_by == "token_refresh"
     assert failed.status == pb.CONNECTION_STATUS_NEEDS_REAUTH
+    assert client.app.kit is not None
+    refused = client.app.kit.registry.get_sample_value(
+        "integration_token_refreshes_total", {"provider": "quickbooks", "outcome": "refused"}
+    )
+    assert refused == 1
 
     again = await client.dance(pb.PROVIDER_QUICKBOOKS)
     assert again.id == connection.id and again.status == pb.CONNECTION_STATUS_CONNECTED

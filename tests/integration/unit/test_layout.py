@@ -48,7 +48,7 @@ ALLOWED = {
     "http": {"usecases", "api"},
     "api": {"usecases"},
 }
-SHARED_STEPS = {"events", "states", "tokens", "vault"}
+SHARED_STEPS = {"events", "states", "tokens", "vault", "metrics"}
 SDKS = {
     "square": {"adapters/square.py"},
     "intuitlib": {"adapters/quickbooks.py"},

@@ -90,8 +90,6 @@ def webhook(cases: WebhookCases, provider: str, public_base: Callable[[], str]) 
                 connection_id = uuid.UUID(request.match_info["connection_id"])
             except ValueError:
                 return web.json_response({"error": "CONNECTION_NOT_FOUND"}, status=404)
-        if request.method == "GET":
-            return web.json_response({"ok": True})  # Mailchimp's check of a saved webhook URL
         delivery = WebhookDelivery(
             provider=provider,
             payload=await request.read(),

@@ -48,6 +48,7 @@ from integration_service.domain.model import (
 )
 from integration_service.store import connections as connections_store
 from integration_service.store import credentials as credentials_store
+from integration_service.usecases.metrics import IntegrationMetrics
 from integration_service.usecases.states import ConnectionStates
 from integration_service.usecases.vault import Vault
 from meshkit.db import Database
@@ -102,6 +103,7 @@ class TokenKeeper:
         adapters: Mapping[Provider, OAuthAdapter],
         states: ConnectionStates,
         rules: RefreshRules,
+        metrics: IntegrationMetrics,
     ) -> None:
         self._db = db
         self._redis = redis
@@ -110,6 +112,7 @@ class TokenKeeper:
         self._adapters = adapters
         self._states = states
         self._rules = rules
+        self._metrics = metrics
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
 
@@ -228,9 +231,11 @@ class TokenKeeper:
         adapter = self._adapters[connection.provider]
         async with self._db.acquire() as conn:
             _, credential = await self._vault.open(conn, connection_id, actor, "token_refresh")
+        outcomes = self._metrics.refreshes
         try:
             grant = await adapter.refresh(connection, credential)
         except GrantRefused as refused:
+            outcomes.labels(connection.provider.value, "refused").inc()
             logger.warning(
                 "token refresh refused by the provider",
                 extra={"connection_id": str(connection_id), "code": refused.code},
@@ -246,6 +251,9 @@ class TokenKeeper:
                         detected_by="token_refresh",
                     )
             raise NeedsReauth(refused.code) from None
+        except Exception:
+            outcomes.labels(connection.provider.value, "failed").inc()
+            raise
         renewed = Credential(
             kind=credential.kind,
             access_token=grant.access_token,
@@ -263,6 +271,7 @@ class TokenKeeper:
                 )
                 stored = await connections_store.get(conn, connection_id)
                 assert stored is not None
+                outcomes.labels(connection.provider.value, "superseded").inc()
                 return stored
             updated = await connections_store.tokens_refreshed(
                 conn,
@@ -272,6 +281,7 @@ class TokenKeeper:
                 refresh_due_at=due,
             )
             updated = await self._states.recover(conn, updated, recovered_by="token_refresh")
+        outcomes.labels(connection.provider.value, "refreshed").inc()
         logger.info("token refreshed", extra={"connection_id": str(connection_id), "fence": fence})
         return updated
 

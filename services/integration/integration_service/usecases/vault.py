@@ -19,13 +19,15 @@ from integration_service.domain.errors import ConnectionDisconnected
 from integration_service.domain.model import Actor, Credential
 from integration_service.domain.sealing import Sealed
 from integration_service.store import credentials as store
+from integration_service.usecases.metrics import IntegrationMetrics
 
 logger = logging.getLogger(__name__)
 
 
 class Vault:
-    def __init__(self, keys: KeyWrapper) -> None:
+    def __init__(self, keys: KeyWrapper, metrics: IntegrationMetrics | None = None) -> None:
         self.keys = keys
+        self._metrics = metrics
 
     async def seal(self, connection_id: uuid.UUID, provider: str, credential: Credential) -> Sealed:
         context = sealing.key_context(connection_id, provider)
@@ -51,6 +53,8 @@ class Vault:
             raise ConnectionDisconnected()
         credential = await self.open_sealed(sealed)
         await store.audit(conn, connection_id, actor.subject, actor.request_id, purpose)
+        if self._metrics is not None:
+            self._metrics.opens.labels(purpose).inc()
         logger.info(
             "credential opened",
             extra={"connection_id": str(connection_id), "actor": actor.subject, "purpose": purpose},

@@ -32,6 +32,7 @@ from integration_service.domain.webhooks import ProviderEvent
 from integration_service.store import connections as connections_store
 from integration_service.store import inbox
 from integration_service.usecases.events import IntegrationEvents
+from integration_service.usecases.metrics import IntegrationMetrics
 from integration_service.usecases.states import ConnectionStates
 from integration_service.usecases.vault import Vault
 from meshkit.db import Database
@@ -79,12 +80,14 @@ class WebhookCases:
         events: IntegrationEvents,
         states: ConnectionStates,
         secrets: WebhookSecrets,
+        metrics: IntegrationMetrics,
     ) -> None:
         self._db = db
         self._vault = vault
         self._events = events
         self._states = states
         self._secrets = secrets
+        self._metrics = metrics
 
     async def _verify(
         self, delivery: WebhookDelivery
@@ -155,7 +158,14 @@ class WebhookCases:
         raise WebhookMalformed("provider", "not an integration provider")
 
     async def handle(self, delivery: WebhookDelivery) -> Handled:
-        events, connection_id = await self._verify(delivery)
+        if delivery.method == "GET" and delivery.provider == Provider.MAILCHIMP:
+            # Mailchimp checks a webhook URL with a GET when it is saved: answered, no effect.
+            return Handled("", "url_check", "IGNORED")
+        try:
+            events, connection_id = await self._verify(delivery)
+        except IntegrationError:
+            self._metrics.webhooks.labels(delivery.provider, "refused").inc()
+            raise
         results: list[Handled] = []
         try:
             for event in events:
@@ -165,6 +175,8 @@ class WebhookCases:
         except Exception:
             logger.exception("webhook processing failed", extra={"provider": delivery.provider})
             raise WebhookNotProcessed() from None
+        for result in results:
+            self._metrics.webhooks.labels(delivery.provider, result.outcome.lower()).inc()
         first = results[0]
         outcomes = {r.outcome for r in results}
         outcome = next(o for o in ("PROCESSED", "IGNORED", "DUPLICATE") if o in outcomes)
