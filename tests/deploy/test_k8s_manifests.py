@@ -442,7 +442,20 @@ def test_every_env_var_is_a_real_setting(service: str, folder: Path) -> None:
     assert names - setting_names(service) == set()
 
 
-@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: str(p.relative_to(K8S)))
+def production_folders() -> list[Path]:
+    """The base and every overlay that runs with APP_ENV=production (all but the local kind)."""
+    return [
+        f
+        for f in [BASE, *OVERLAYS]
+        if generated_config_maps(f)["mesh-config"]["APP_ENV"] == "production"
+    ]
+
+
+def test_only_the_local_cluster_overlay_is_not_production() -> None:
+    assert {f.name for f in [BASE, *OVERLAYS]} - {f.name for f in production_folders()} == {"kind"}
+
+
+@pytest.mark.parametrize("folder", production_folders(), ids=lambda p: str(p.relative_to(K8S)))
 @pytest.mark.parametrize("service", SETTINGS)
 def test_config_maps_pass_the_production_start_up_check(
     service: str, folder: Path, monkeypatch: pytest.MonkeyPatch
