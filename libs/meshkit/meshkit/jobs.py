@@ -14,12 +14,13 @@ RPCs have drained, so a relay or a purge never sees its pool closed under it. Th
 Jobs report `job_runs_total{job,outcome}`, `job_run_seconds{job}` and
 `job_last_success_timestamp_seconds{job}` when given a registry.
 
-Every log line of background work carries a trace id. A job's run is a trace of its own
-(`continue_trace(None, name=<job>)`: a span of the service's tracer, recorded when it exports).
-A polling worker's step gets a fresh trace id for its log lines only — never recorded nor
-sampled, since most steps find nothing to do and an exporter would drown in empty polls; work
-done for one queued item inside a step continues that item's own trace (e.g. a relay delivers
-each event under `continue_trace(<the event's traceparent>)`).
+Every log line of background work carries a trace id: each run of a periodic or leased job and
+each step of a polling worker runs in a trace of its own, for its log lines only — never
+recorded nor sampled (most polls find nothing to do, purges run every minute: an exporter would
+drown in them, and job_runs_total / job_run_seconds already describe the runs). Work done inside
+for one queued item continues that item's own trace, and is recorded as that trace is (e.g. a
+relay delivers each event under `continue_trace(<the event's traceparent>)`, a minter announces
+each ticket's outcome in its MintTickets request's trace).
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from meshkit.tracing import continue_trace
 
 __all__ = ["JobMetrics", "Lease", "LeasedJob", "PeriodicJob", "PollingWorker", "Worker"]
 
@@ -88,8 +87,9 @@ class JobMetrics:
 
 
 def _log_only_span() -> NonRecordingSpan:
-    """A span with a fresh trace id for a polling step's log lines: not recorded and not
-    sampled, so nothing started under it (downstream included) is recorded either."""
+    """A span with a fresh trace id for the log lines of a job's run or a worker's step: not
+    recorded and not sampled, so nothing started under it (downstream included) is recorded
+    either."""
     return NonRecordingSpan(
         SpanContext(
             random.getrandbits(128) or 1,
@@ -206,14 +206,14 @@ class PeriodicJob(_Stoppable):
             await self._sleep(self._interval)
 
     async def run_once(self) -> str:
-        """One run now, in a trace of its own; returns its outcome (`ok` or `error`)."""
+        """One run now, in a (log-only) trace of its own; returns its outcome (`ok` or
+        `error`)."""
         started = time.perf_counter()
-        with continue_trace(None, name=self.name, attributes={"job.name": self.name}) as span:
+        with trace.use_span(_log_only_span()):
             try:
                 await self._fn()
             except Exception:
                 _log.exception("periodic job failed", extra={"job": self.name})
-                span.set_status(Status(StatusCode.ERROR, "job failed"))
                 outcome = "error"
             else:
                 outcome = "ok"
@@ -321,11 +321,8 @@ class LeasedJob(PeriodicJob):
         if not acquired:
             self._record("skipped", None)
             return "skipped"
-        with continue_trace(None, name=self.name, attributes={"job.name": self.name}) as span:
-            outcome = await self._run_leased()
-            if outcome != "ok":
-                span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
-        return outcome
+        with trace.use_span(_log_only_span()):
+            return await self._run_leased()
 
     async def _run_leased(self) -> str:
         """The run, while we renew the lease (the run's task inherits the run's trace)."""
