@@ -470,6 +470,8 @@ async def mesh() -> AsyncIterator[ProcessMesh]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# Start-up, CHAOS_S, the convergence bound and the stop, on a busy box.
+@pytest.mark.timeout(60 + CHAOS_S + CONVERGE_S + 60)
 async def test_no_ticket_or_email_is_lost_or_doubled_however_the_processes_die(
     mesh: ProcessMesh,
 ) -> None:
