@@ -70,5 +70,6 @@ def test_the_service_image_copies_only_contracts_kit_and_services() -> None:
         if words[0] == "COPY" and not any(w.startswith("--from") for w in words)
         for src in words[1:-1]
     }
-    assert sources == {"libs/contracts", "libs/meshkit", "services"}
+    # + the hashed lock of the third-party packages (deploy/requirements.lock)
+    assert sources == {"deploy/requirements.lock", "libs/contracts", "libs/meshkit", "services"}
     assert not [w for words in instructions for w in words if "meshdev" in w]
