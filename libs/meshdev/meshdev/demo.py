@@ -360,7 +360,10 @@ def load_state(path: Path) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meshdev.demo", description="make demo")
+    parser = argparse.ArgumentParser(
+        prog="python -m meshdev.demo",
+        description="make demo: one purchase through the mesh make run started, step by step",
+    )
     dev_dir = Path(os.environ.get("DEV_DIR", ".dev"))
     parser.add_argument(
         "--state-file",
@@ -369,9 +372,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the running mesh's state file (default: make run's, DEV_DIR/mesh.json)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds each step may take (default 30)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds the payment may take, and each later step from the payment on "
+        "(default 30); a step not done by then exits 1 naming it",
     )
-    parser.add_argument("--tickets", type=int, default=2, choices=range(1, 5), metavar="1-4")
+    parser.add_argument(
+        "--tickets", type=int, default=2, choices=range(1, 5), metavar="1-4", help="default 2"
+    )
     args = parser.parse_args(argv)
     console = Console(highlight=False)
     state = load_state(args.state_file)
