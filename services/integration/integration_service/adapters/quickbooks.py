@@ -27,6 +27,7 @@ from quickbooks import QuickBooks  # type: ignore[import-untyped]
 from quickbooks.exceptions import (  # type: ignore[import-untyped]
     AuthorizationException,
     QuickbooksException,
+    SevereException,
 )
 from quickbooks.objects.company_info import CompanyInfo  # type: ignore[import-untyped]
 
@@ -107,6 +108,8 @@ class QuickBooksAdapter:
                 ):
                     raise ProviderError(exc.response.status_code) from None
                 raise ConnectionError(type(exc).__name__) from None  # transient: retried
+            except SevereException:
+                raise ProviderError(503, "QuickBooks system fault") from None  # 10000+: retried
             except QuickbooksException as exc:
                 found = _STATUS.search(str(exc.message))
                 if found and (found.group(1) == "429" or found.group(1).startswith("5")):
