@@ -136,6 +136,10 @@ async def test_venue_admins_see_only_their_venues_admins_see_all(client: Client)
         metadata=client.admin(),
     )
     assert [c.id for c in live.connections] == [theirs.id]
+    expired = await client.stub.ListConnections(
+        pb.ListConnectionsRequest(statuses=[pb.CONNECTION_STATUS_EXPIRED]), metadata=client.admin()
+    )
+    assert list(expired.connections) == []  # a state this version never sets
 
 
 async def test_disconnect_revokes_at_square_and_destroys_the_data_key(

@@ -11,7 +11,6 @@ from integration_service.domain.model import (
     AuthKind,
     Connection,
     ConnectionFilter,
-    ConnectionStatus,
     Direction,
     EntityType,
     Provider,
@@ -106,13 +105,15 @@ def connection_proto(c: Connection) -> pb.Connection:
     return message
 
 
-def connection_filter(request: pb.ListConnectionsRequest) -> ConnectionFilter:
+def connection_filter(request: pb.ListConnectionsRequest) -> ConnectionFilter | None:
+    """None when the request asks only for states no connection can be in (EXPIRED is not
+    set by this version): the answer is an empty page."""
+    if request.statuses and not any(s in STATUS_OF for s in request.statuses):
+        return None
     return ConnectionFilter(
         venue_ids=(request.venue_id,) if request.venue_id else (),
         provider=PROVIDER_OF.get(request.provider) if request.provider else None,
-        statuses=tuple(
-            STATUS_OF.get(s, ConnectionStatus.ERROR) for s in request.statuses if s in STATUS_OF
-        ),
+        statuses=tuple(STATUS_OF[s] for s in request.statuses if s in STATUS_OF),
     )
 
 

@@ -103,9 +103,12 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         self, request: pb.ListConnectionsRequest, context: Context
     ) -> pb.ListConnectionsResponse:
         page: Page[Connection] = Page.of(request)
+        flt = convert.connection_filter(request)
+        if flt is None:
+            return pb.ListConnectionsResponse()
         found = await self.connections.find(
             access.actor(),
-            convert.connection_filter(request),
+            flt,
             limit=page.size + 1,
             after=convert.page_after(page.after),
         )
