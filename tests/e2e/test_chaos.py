@@ -29,8 +29,11 @@ bound): outboxes delivered, nft's mint queue and notify's queue drained, and
 * payment's ledger is balanced (`payment_service.store.ledger.check`);
 * nothing is dead-lettered (outboxes, mints, notifications) except the injected refusal.
 
-The randomness is seeded: `CHAOS_SEED=<n>` replays a run; the seed is printed at the start and
-named in every assertion message.
+The randomness is seeded: `CHAOS_SEED=<n>` replays a run's schedule (what is killed or
+restarted, when, for how long) and its buyers' choices (tickets, which purchases are refunded,
+when and how); the seed is printed at the start and named in every assertion message. The run
+prints what it did and the counts it checked (purchases, tickets, refunds, kills, mints on
+chain, emails).
 """
 
 from __future__ import annotations
