@@ -296,4 +296,56 @@ def valid_requests() -> list[Message]:
                 http_method="POST",
             )
         ),
+        i.IngestCatalogRequest(
+            idempotency_key=key,
+            venue_id="venue-nash",
+            events=[
+                i.CatalogEvent(
+                    event_id="evt-fall-tour",
+                    name="The Band: Fall Tour",
+                    description="Doors 7pm",
+                    starts_at=_timestamp("2026-05-01T20:00:00Z"),
+                    venue_name="Grand Hall",
+                    ticket_types=[
+                        i.CatalogTicketType(
+                            ticket_type_id="ga", name="General Admission", price=usd
+                        )
+                    ],
+                )
+            ],
+            complete=True,
+        ),
+        i.IngestInventoryRequest(
+            idempotency_key=key,
+            venue_id="venue-nash",
+            levels=[i.InventoryLevel(ticket_type_id="ga", remaining=120)],
+        ),
+        i.RecordTransactionRequest(
+            idempotency_key=key,
+            kind=i.TRANSACTION_KIND_REFUND,
+            payment_id="pay-1a2b3c",
+            refund_id="ref-4d5e6f",
+            venue_id="venue-nash",
+            event_id="evt-fall-tour",
+            buyer_contact=c.ContactInfo(name="Ada Lovelace", email="ada@example.com"),
+            marketing_consent=True,
+            lines=[
+                i.TransactionLine(
+                    ticket_type_id="ga", description="General Admission", unit_price=usd, quantity=1
+                )
+            ],
+            amount=usd,
+            occurred_at=_timestamp("2026-05-01T20:00:00Z"),
+            provider_reference="re_3PqR",
+        ),
+        i.SetSyncScheduleRequest(
+            idempotency_key=key,
+            connection_id=key,
+            entity_types=[i.ENTITY_TYPE_PRODUCT],
+            direction=i.SYNC_DIRECTION_PUSH,
+            interval_seconds=900,
+            enabled=True,
+        ),
+        i.GetSyncScheduleRequest(connection_id=key),
+        i.WatchSyncJobRequest(job_id=key, after_sequence=12),
     ]

@@ -152,6 +152,12 @@ SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
             "ListDeadLetters",
             "RetryDeadLetters",
             "HandleProviderWebhook",
+            # issue 14 extends the contract: the sync engine's ingest and schedule RPCs.
+            "IngestCatalog",
+            "IngestInventory",
+            "RecordTransaction",
+            "SetSyncSchedule",
+            "GetSyncSchedule",
         ),
     ),
 }
@@ -180,6 +186,10 @@ MUTATING_RPCS = {
     "tickettoken.integration.v1.IntegrationService.StartSync",
     "tickettoken.integration.v1.IntegrationService.CancelSync",
     "tickettoken.integration.v1.IntegrationService.RetryDeadLetters",
+    "tickettoken.integration.v1.IntegrationService.IngestCatalog",
+    "tickettoken.integration.v1.IntegrationService.IngestInventory",
+    "tickettoken.integration.v1.IntegrationService.RecordTransaction",
+    "tickettoken.integration.v1.IntegrationService.SetSyncSchedule",
 }
 
 MONEY = "tickettoken.common.v1.Money"

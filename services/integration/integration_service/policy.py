@@ -23,4 +23,9 @@ POLICY: Policy = {
     "ListDeadLetters": allow("venue_admin", "admin"),
     "RetryDeadLetters": allow("venue_admin", "admin"),
     "HandleProviderWebhook": allow("admin"),
+    "IngestCatalog": allow("venue_admin", "admin"),
+    "IngestInventory": allow("venue_admin", "admin"),
+    "RecordTransaction": allow("admin", services=["payment"]),
+    "SetSyncSchedule": allow("venue_admin", "admin"),
+    "GetSyncSchedule": allow("venue_admin", "admin"),
 }

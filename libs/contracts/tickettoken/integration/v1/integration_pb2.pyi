@@ -245,6 +245,66 @@ SYNC_JOB_STATUS_PARTIAL: SyncJobStatus.ValueType  # 6
 """Finished, but some records failed and went to the dead-letter queue."""
 Global___SyncJobStatus: _TypeAlias = SyncJobStatus  # noqa: Y015
 
+class _SyncPhase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SyncPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncPhase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SYNC_PHASE_UNSPECIFIED: _SyncPhase.ValueType  # 0
+    SYNC_PHASE_QUEUED: _SyncPhase.ValueType  # 1
+    """Waiting for a worker."""
+    SYNC_PHASE_PREPARING: _SyncPhase.ValueType  # 2
+    """Counting the records to sync."""
+    SYNC_PHASE_WRITING: _SyncPhase.ValueType  # 3
+    """Writing records to the provider (PUSH)."""
+    SYNC_PHASE_READING: _SyncPhase.ValueType  # 4
+    """Reading records from the provider (PULL)."""
+    SYNC_PHASE_DELETING: _SyncPhase.ValueType  # 5
+    """Deleting at the provider the records gone from our side (full PUSH syncs)."""
+    SYNC_PHASE_FINISHED: _SyncPhase.ValueType  # 6
+    """In a final state."""
+
+class SyncPhase(_SyncPhase, metaclass=_SyncPhaseEnumTypeWrapper):
+    """What a sync job is doing (WatchSyncJob reports it)."""
+
+SYNC_PHASE_UNSPECIFIED: SyncPhase.ValueType  # 0
+SYNC_PHASE_QUEUED: SyncPhase.ValueType  # 1
+"""Waiting for a worker."""
+SYNC_PHASE_PREPARING: SyncPhase.ValueType  # 2
+"""Counting the records to sync."""
+SYNC_PHASE_WRITING: SyncPhase.ValueType  # 3
+"""Writing records to the provider (PUSH)."""
+SYNC_PHASE_READING: SyncPhase.ValueType  # 4
+"""Reading records from the provider (PULL)."""
+SYNC_PHASE_DELETING: SyncPhase.ValueType  # 5
+"""Deleting at the provider the records gone from our side (full PUSH syncs)."""
+SYNC_PHASE_FINISHED: SyncPhase.ValueType  # 6
+"""In a final state."""
+Global___SyncPhase: _TypeAlias = SyncPhase  # noqa: Y015
+
+class _TransactionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransactionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransactionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSACTION_KIND_UNSPECIFIED: _TransactionKind.ValueType  # 0
+    TRANSACTION_KIND_SALE: _TransactionKind.ValueType  # 1
+    """A payment (a QuickBooks sales receipt)."""
+    TRANSACTION_KIND_REFUND: _TransactionKind.ValueType  # 2
+    """A refund of a payment (a QuickBooks refund receipt)."""
+
+class TransactionKind(_TransactionKind, metaclass=_TransactionKindEnumTypeWrapper):
+    """Whether a recorded transaction is a sale or a refund."""
+
+TRANSACTION_KIND_UNSPECIFIED: TransactionKind.ValueType  # 0
+TRANSACTION_KIND_SALE: TransactionKind.ValueType  # 1
+"""A payment (a QuickBooks sales receipt)."""
+TRANSACTION_KIND_REFUND: TransactionKind.ValueType  # 2
+"""A refund of a payment (a QuickBooks refund receipt)."""
+Global___TransactionKind: _TypeAlias = TransactionKind  # noqa: Y015
+
 class _LogLevel:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -678,6 +738,7 @@ class SyncJob(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Our job id."""
     connection_id: _builtins.str
@@ -710,6 +771,8 @@ class SyncJob(_message.Message):
     """Stable code of the error that stopped the job."""
     error_message: _builtins.str
     """The error that stopped the job."""
+    phase: Global___SyncPhase.ValueType
+    """What it is doing now."""
     @_builtins.property
     def entity_types(self) -> _containers.RepeatedScalarFieldContainer[Global___EntityType.ValueType]:
         """Entity types synced."""
@@ -754,10 +817,11 @@ class SyncJob(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        phase: Global___SyncPhase.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "connection_id", b"connection_id", "created_at", b"created_at", "direction", b"direction", "entity_types", b"entity_types", "error_code", b"error_code", "error_message", b"error_message", "finished_at", b"finished_at", "id", b"id", "mode", b"mode", "progress_bps", b"progress_bps", "provider", b"provider", "records_failed", b"records_failed", "records_processed", b"records_processed", "records_skipped", b"records_skipped", "records_succeeded", b"records_succeeded", "records_total", b"records_total", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "connection_id", b"connection_id", "created_at", b"created_at", "direction", b"direction", "entity_types", b"entity_types", "error_code", b"error_code", "error_message", b"error_message", "finished_at", b"finished_at", "id", b"id", "mode", b"mode", "phase", b"phase", "progress_bps", b"progress_bps", "provider", b"provider", "records_failed", b"records_failed", "records_processed", b"records_processed", "records_skipped", b"records_skipped", "records_succeeded", b"records_succeeded", "records_total", b"records_total", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1665,16 +1729,22 @@ class WatchSyncJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job id."""
+    after_sequence: _builtins.int
+    """Resume: only progress after this sequence (the last one received); 0 = from the start (the
+    first message is then the current state).
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1689,6 +1759,21 @@ class WatchSyncJobResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    RATE_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    ENTITY_TYPE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The job's progress sequence number this message reports (increasing; resume after it)."""
+    phase: Global___SyncPhase.ValueType
+    """What the job is doing."""
+    rate_per_minute: _builtins.int
+    """Records handled per minute over the recent batches; 0 while unknown."""
+    eta_seconds: _builtins.int
+    """Estimated seconds until the job is done; 0 while unknown or when finished."""
+    entity_type: Global___EntityType.ValueType
+    """The entity type in progress; UNSPECIFIED between entity types."""
     @_builtins.property
     def job(self) -> Global___SyncJob:
         """The job."""
@@ -1697,10 +1782,15 @@ class WatchSyncJobResponse(_message.Message):
         self,
         *,
         job: Global___SyncJob | None = ...,
+        sequence: _builtins.int = ...,
+        phase: Global___SyncPhase.ValueType = ...,
+        rate_per_minute: _builtins.int = ...,
+        eta_seconds: _builtins.int = ...,
+        entity_type: Global___EntityType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_type", b"entity_type", "eta_seconds", b"eta_seconds", "job", b"job", "phase", b"phase", "rate_per_minute", b"rate_per_minute", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2023,3 +2113,575 @@ class HandleProviderWebhookResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HandleProviderWebhookResponse: _TypeAlias = HandleProviderWebhookResponse  # noqa: Y015
+
+@_typing.final
+class CatalogTicketType(_message.Message):
+    """A ticket type of an event, as sold (a product at the providers)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_TYPE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    ticket_type_id: _builtins.str
+    """Our ticket type id (unique within the venue)."""
+    name: _builtins.str
+    """Name, e.g. "General Admission"."""
+    description: _builtins.str
+    """Description."""
+    @_builtins.property
+    def price(self) -> _common_pb2.Money:
+        """Price of one ticket."""
+
+    def __init__(
+        self,
+        *,
+        ticket_type_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        price: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "price", b"price", "ticket_type_id", b"ticket_type_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogTicketType: _TypeAlias = CatalogTicketType  # noqa: Y015
+
+@_typing.final
+class CatalogEvent(_message.Message):
+    """An event of the venue's catalogue with its ticket types."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    STARTS_AT_FIELD_NUMBER: _builtins.int
+    VENUE_NAME_FIELD_NUMBER: _builtins.int
+    TICKET_TYPES_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Our event id (unique within the venue)."""
+    name: _builtins.str
+    """Name, e.g. "The Band: Fall Tour"."""
+    description: _builtins.str
+    """Description."""
+    venue_name: _builtins.str
+    """Where it takes place (the venue's name or a hall)."""
+    @_builtins.property
+    def starts_at(self) -> _timestamp_pb2.Timestamp:
+        """When it starts."""
+
+    @_builtins.property
+    def ticket_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogTicketType]:
+        """Its ticket types."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        starts_at: _timestamp_pb2.Timestamp | None = ...,
+        venue_name: _builtins.str = ...,
+        ticket_types: _abc.Iterable[Global___CatalogTicketType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["starts_at", b"starts_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "event_id", b"event_id", "name", b"name", "starts_at", b"starts_at", "ticket_types", b"ticket_types", "venue_name", b"venue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogEvent: _TypeAlias = CatalogEvent  # noqa: Y015
+
+@_typing.final
+class IngestCatalogRequest(_message.Message):
+    """Request for IngestCatalog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VENUE_ID_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Client-generated UUID; the same key replays the stored response."""
+    venue_id: _builtins.str
+    """The venue."""
+    complete: _builtins.bool
+    """True when events is the venue's whole catalogue: events and ticket types missing from it are
+    marked deleted in the mirror (a full sync then deletes them at the providers).
+    """
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEvent]:
+        """Events with their ticket types (new or changed ones; unchanged ones are skipped)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        venue_id: _builtins.str = ...,
+        events: _abc.Iterable[Global___CatalogEvent] | None = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "events", b"events", "idempotency_key", b"idempotency_key", "venue_id", b"venue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestCatalogRequest: _TypeAlias = IngestCatalogRequest  # noqa: Y015
+
+@_typing.final
+class IngestCatalogResponse(_message.Message):
+    """Response for IngestCatalog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    UNCHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    DELETED_COUNT_FIELD_NUMBER: _builtins.int
+    changed_count: _builtins.int
+    """Events and ticket types stored new or changed."""
+    unchanged_count: _builtins.int
+    """Events and ticket types already stored unchanged."""
+    deleted_count: _builtins.int
+    """Events and ticket types marked deleted (complete only)."""
+    def __init__(
+        self,
+        *,
+        changed_count: _builtins.int = ...,
+        unchanged_count: _builtins.int = ...,
+        deleted_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_count", b"changed_count", "deleted_count", b"deleted_count", "unchanged_count", b"unchanged_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestCatalogResponse: _TypeAlias = IngestCatalogResponse  # noqa: Y015
+
+@_typing.final
+class InventoryLevel(_message.Message):
+    """Remaining tickets of one ticket type."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_TYPE_ID_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    ticket_type_id: _builtins.str
+    """Our ticket type id."""
+    remaining: _builtins.int
+    """Tickets still for sale."""
+    def __init__(
+        self,
+        *,
+        ticket_type_id: _builtins.str = ...,
+        remaining: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remaining", b"remaining", "ticket_type_id", b"ticket_type_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InventoryLevel: _TypeAlias = InventoryLevel  # noqa: Y015
+
+@_typing.final
+class IngestInventoryRequest(_message.Message):
+    """Request for IngestInventory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VENUE_ID_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    COUNTED_AT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Client-generated UUID; the same key replays the stored response."""
+    venue_id: _builtins.str
+    """The venue."""
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___InventoryLevel]:
+        """Levels to store (each replaces the stored one)."""
+
+    @_builtins.property
+    def counted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the counts were taken; unset = now. An older count than the stored one is ignored."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        venue_id: _builtins.str = ...,
+        levels: _abc.Iterable[Global___InventoryLevel] | None = ...,
+        counted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counted_at", b"counted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counted_at", b"counted_at", "idempotency_key", b"idempotency_key", "levels", b"levels", "venue_id", b"venue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestInventoryRequest: _TypeAlias = IngestInventoryRequest  # noqa: Y015
+
+@_typing.final
+class IngestInventoryResponse(_message.Message):
+    """Response for IngestInventory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    UNCHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    changed_count: _builtins.int
+    """Levels stored changed."""
+    unchanged_count: _builtins.int
+    """Levels already stored with the same count, or older than the stored one."""
+    def __init__(
+        self,
+        *,
+        changed_count: _builtins.int = ...,
+        unchanged_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_count", b"changed_count", "unchanged_count", b"unchanged_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestInventoryResponse: _TypeAlias = IngestInventoryResponse  # noqa: Y015
+
+@_typing.final
+class TransactionLine(_message.Message):
+    """One line of a recorded transaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_TYPE_ID_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    ticket_type_id: _builtins.str
+    """Our ticket type id (the product at the providers)."""
+    description: _builtins.str
+    """Text of the line, e.g. "General Admission"."""
+    quantity: _builtins.int
+    """Units."""
+    @_builtins.property
+    def unit_price(self) -> _common_pb2.Money:
+        """Price of one unit."""
+
+    def __init__(
+        self,
+        *,
+        ticket_type_id: _builtins.str = ...,
+        description: _builtins.str = ...,
+        unit_price: _common_pb2.Money | None = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "quantity", b"quantity", "ticket_type_id", b"ticket_type_id", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionLine: _TypeAlias = TransactionLine  # noqa: Y015
+
+@_typing.final
+class RecordTransactionRequest(_message.Message):
+    """Request for RecordTransaction. Payment's relay sends one per PaymentSucceeded and
+    PaymentRefunded, with the relay's key (the same event always carries the same key).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    VENUE_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    BUYER_ID_FIELD_NUMBER: _builtins.int
+    BUYER_CONTACT_FIELD_NUMBER: _builtins.int
+    MARKETING_CONSENT_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFERENCE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Client-generated UUID; the same key replays the stored response."""
+    kind: Global___TransactionKind.ValueType
+    """Sale or refund."""
+    payment_id: _builtins.str
+    """Our payment id."""
+    refund_id: _builtins.str
+    """Our refund id (refunds only)."""
+    venue_id: _builtins.str
+    """The selling venue."""
+    event_id: _builtins.str
+    """The event."""
+    order_id: _builtins.str
+    """The order."""
+    buyer_id: _builtins.str
+    """The buyer's user id."""
+    marketing_consent: _builtins.bool
+    """True when the buyer agreed to marketing (Mailchimp and the customer lists take them only
+    then).
+    """
+    provider_reference: _builtins.str
+    """The payment provider's id of the payment or refund, e.g. "pi_..." / "re_..."."""
+    @_builtins.property
+    def buyer_contact(self) -> _common_pb2.ContactInfo:
+        """The buyer (name and email; a customer at the providers only with marketing_consent)."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionLine]:
+        """What was sold (sales) or is refunded (refunds; may be empty for an amount-only refund)."""
+
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """Amount charged (sales) or refunded (refunds)."""
+
+    @_builtins.property
+    def fees(self) -> _common_pb2.Money:
+        """Fees and taxes included in amount."""
+
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the payment succeeded or the refund was made."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___TransactionKind.ValueType = ...,
+        payment_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        venue_id: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        buyer_id: _builtins.str = ...,
+        buyer_contact: _common_pb2.ContactInfo | None = ...,
+        marketing_consent: _builtins.bool = ...,
+        lines: _abc.Iterable[Global___TransactionLine] | None = ...,
+        amount: _common_pb2.Money | None = ...,
+        fees: _common_pb2.Money | None = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        provider_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "buyer_contact", b"buyer_contact", "fees", b"fees", "occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "event_id", b"event_id", "fees", b"fees", "idempotency_key", b"idempotency_key", "kind", b"kind", "lines", b"lines", "marketing_consent", b"marketing_consent", "occurred_at", b"occurred_at", "order_id", b"order_id", "payment_id", b"payment_id", "provider_reference", b"provider_reference", "refund_id", b"refund_id", "venue_id", b"venue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionRequest: _TypeAlias = RecordTransactionRequest  # noqa: Y015
+
+@_typing.final
+class RecordTransactionResponse(_message.Message):
+    """Response for RecordTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    SYNC_JOB_IDS_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """Our id of the stored transaction."""
+    @_builtins.property
+    def sync_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sync jobs queued (or already queued) to push it."""
+
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        sync_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sync_job_ids", b"sync_job_ids", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionResponse: _TypeAlias = RecordTransactionResponse  # noqa: Y015
+
+@_typing.final
+class SyncSchedule(_message.Message):
+    """A connection's periodic incremental sync."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    ENTITY_TYPES_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_AT_FIELD_NUMBER: _builtins.int
+    LAST_RUN_AT_FIELD_NUMBER: _builtins.int
+    LAST_JOB_ID_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    connection_id: _builtins.str
+    """The connection."""
+    direction: Global___SyncDirection.ValueType
+    """Which way."""
+    interval_seconds: _builtins.int
+    """Seconds between runs."""
+    enabled: _builtins.bool
+    """False when paused."""
+    last_job_id: _builtins.str
+    """The job it last queued."""
+    @_builtins.property
+    def entity_types(self) -> _containers.RepeatedScalarFieldContainer[Global___EntityType.ValueType]:
+        """Entity types synced; empty = every type the provider supports."""
+
+    @_builtins.property
+    def next_run_at(self) -> _timestamp_pb2.Timestamp:
+        """When it runs next (enabled only)."""
+
+    @_builtins.property
+    def last_run_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last queued a job."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was last set."""
+
+    def __init__(
+        self,
+        *,
+        connection_id: _builtins.str = ...,
+        entity_types: _abc.Iterable[Global___EntityType.ValueType] | None = ...,
+        direction: Global___SyncDirection.ValueType = ...,
+        interval_seconds: _builtins.int = ...,
+        enabled: _builtins.bool = ...,
+        next_run_at: _timestamp_pb2.Timestamp | None = ...,
+        last_run_at: _timestamp_pb2.Timestamp | None = ...,
+        last_job_id: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_run_at", b"last_run_at", "next_run_at", b"next_run_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "direction", b"direction", "enabled", b"enabled", "entity_types", b"entity_types", "interval_seconds", b"interval_seconds", "last_job_id", b"last_job_id", "last_run_at", b"last_run_at", "next_run_at", b"next_run_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncSchedule: _TypeAlias = SyncSchedule  # noqa: Y015
+
+@_typing.final
+class SetSyncScheduleRequest(_message.Message):
+    """Request for SetSyncSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    ENTITY_TYPES_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Client-generated UUID; the same key replays the stored response."""
+    connection_id: _builtins.str
+    """The connection."""
+    direction: Global___SyncDirection.ValueType
+    """Which way."""
+    interval_seconds: _builtins.int
+    """Seconds between runs (1 minute to 7 days)."""
+    enabled: _builtins.bool
+    """False pauses the schedule."""
+    @_builtins.property
+    def entity_types(self) -> _containers.RepeatedScalarFieldContainer[Global___EntityType.ValueType]:
+        """Entity types to sync; empty = every type the provider supports."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        entity_types: _abc.Iterable[Global___EntityType.ValueType] | None = ...,
+        direction: Global___SyncDirection.ValueType = ...,
+        interval_seconds: _builtins.int = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "direction", b"direction", "enabled", b"enabled", "entity_types", b"entity_types", "idempotency_key", b"idempotency_key", "interval_seconds", b"interval_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSyncScheduleRequest: _TypeAlias = SetSyncScheduleRequest  # noqa: Y015
+
+@_typing.final
+class SetSyncScheduleResponse(_message.Message):
+    """Response for SetSyncSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___SyncSchedule:
+        """The stored schedule."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___SyncSchedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSyncScheduleResponse: _TypeAlias = SetSyncScheduleResponse  # noqa: Y015
+
+@_typing.final
+class GetSyncScheduleRequest(_message.Message):
+    """Request for GetSyncSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    connection_id: _builtins.str
+    """The connection."""
+    def __init__(
+        self,
+        *,
+        connection_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncScheduleRequest: _TypeAlias = GetSyncScheduleRequest  # noqa: Y015
+
+@_typing.final
+class GetSyncScheduleResponse(_message.Message):
+    """Response for GetSyncSchedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___SyncSchedule:
+        """The schedule; unset when none was ever set."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___SyncSchedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncScheduleResponse: _TypeAlias = GetSyncScheduleResponse  # noqa: Y015

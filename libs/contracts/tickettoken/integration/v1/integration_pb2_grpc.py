@@ -127,6 +127,31 @@ class IntegrationServiceStub:
                 request_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.HandleProviderWebhookRequest.SerializeToString,
                 response_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.HandleProviderWebhookResponse.FromString,
                 _registered_method=True)
+        self.IngestCatalog = channel.unary_unary(
+                '/tickettoken.integration.v1.IntegrationService/IngestCatalog',
+                request_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestCatalogRequest.SerializeToString,
+                response_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestCatalogResponse.FromString,
+                _registered_method=True)
+        self.IngestInventory = channel.unary_unary(
+                '/tickettoken.integration.v1.IntegrationService/IngestInventory',
+                request_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestInventoryRequest.SerializeToString,
+                response_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestInventoryResponse.FromString,
+                _registered_method=True)
+        self.RecordTransaction = channel.unary_unary(
+                '/tickettoken.integration.v1.IntegrationService/RecordTransaction',
+                request_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.RecordTransactionRequest.SerializeToString,
+                response_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.RecordTransactionResponse.FromString,
+                _registered_method=True)
+        self.SetSyncSchedule = channel.unary_unary(
+                '/tickettoken.integration.v1.IntegrationService/SetSyncSchedule',
+                request_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.SetSyncScheduleRequest.SerializeToString,
+                response_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.SetSyncScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSyncSchedule = channel.unary_unary(
+                '/tickettoken.integration.v1.IntegrationService/GetSyncSchedule',
+                request_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.GetSyncScheduleRequest.SerializeToString,
+                response_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.GetSyncScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class IntegrationServiceServicer:
@@ -262,6 +287,44 @@ class IntegrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IngestCatalog(self, request, context):
+        """Stores a venue's catalogue (events and their ticket types) in the service's mirror; changed
+        items are pushed by the next sync of every connection that takes products.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IngestInventory(self, request, context):
+        """Stores a venue's remaining tickets per ticket type in the mirror (pushed as inventory).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordTransaction(self, request, context):
+        """Records a payment or a refund (payment's relay sends PaymentSucceeded / PaymentRefunded):
+        stored in the mirror with its consenting buyer, and an incremental push queued to every
+        connection of the venue that takes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSyncSchedule(self, request, context):
+        """Sets (or disables) a connection's periodic incremental sync.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSyncSchedule(self, request, context):
+        """Reads a connection's periodic sync schedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntegrationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -354,6 +417,31 @@ def add_IntegrationServiceServicer_to_server(servicer, server):
                     servicer.HandleProviderWebhook,
                     request_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.HandleProviderWebhookRequest.FromString,
                     response_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.HandleProviderWebhookResponse.SerializeToString,
+            ),
+            'IngestCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.IngestCatalog,
+                    request_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestCatalogRequest.FromString,
+                    response_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestCatalogResponse.SerializeToString,
+            ),
+            'IngestInventory': grpc.unary_unary_rpc_method_handler(
+                    servicer.IngestInventory,
+                    request_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestInventoryRequest.FromString,
+                    response_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestInventoryResponse.SerializeToString,
+            ),
+            'RecordTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTransaction,
+                    request_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.RecordTransactionRequest.FromString,
+                    response_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.RecordTransactionResponse.SerializeToString,
+            ),
+            'SetSyncSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSyncSchedule,
+                    request_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.SetSyncScheduleRequest.FromString,
+                    response_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.SetSyncScheduleResponse.SerializeToString,
+            ),
+            'GetSyncSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSyncSchedule,
+                    request_deserializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.GetSyncScheduleRequest.FromString,
+                    response_serializer=tickettoken_dot_integration_dot_v1_dot_integration__pb2.GetSyncScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -845,6 +933,141 @@ class IntegrationService:
             '/tickettoken.integration.v1.IntegrationService/HandleProviderWebhook',
             tickettoken_dot_integration_dot_v1_dot_integration__pb2.HandleProviderWebhookRequest.SerializeToString,
             tickettoken_dot_integration_dot_v1_dot_integration__pb2.HandleProviderWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tickettoken.integration.v1.IntegrationService/IngestCatalog',
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestCatalogRequest.SerializeToString,
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestInventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tickettoken.integration.v1.IntegrationService/IngestInventory',
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestInventoryRequest.SerializeToString,
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.IngestInventoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tickettoken.integration.v1.IntegrationService/RecordTransaction',
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.RecordTransactionRequest.SerializeToString,
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.RecordTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSyncSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tickettoken.integration.v1.IntegrationService/SetSyncSchedule',
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.SetSyncScheduleRequest.SerializeToString,
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.SetSyncScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSyncSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tickettoken.integration.v1.IntegrationService/GetSyncSchedule',
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.GetSyncScheduleRequest.SerializeToString,
+            tickettoken_dot_integration_dot_v1_dot_integration__pb2.GetSyncScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

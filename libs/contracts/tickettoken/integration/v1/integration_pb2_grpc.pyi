@@ -74,6 +74,21 @@ class IntegrationServiceStub:
     """Verifies and processes a provider webhook (Square, QuickBooks, Mailchimp, Stripe Connect);
     same code as HTTP.
     """
+    IngestCatalog: _grpc.UnaryUnaryMultiCallable[_integration_pb2.IngestCatalogRequest, _integration_pb2.IngestCatalogResponse]
+    """Stores a venue's catalogue (events and their ticket types) in the service's mirror; changed
+    items are pushed by the next sync of every connection that takes products.
+    """
+    IngestInventory: _grpc.UnaryUnaryMultiCallable[_integration_pb2.IngestInventoryRequest, _integration_pb2.IngestInventoryResponse]
+    """Stores a venue's remaining tickets per ticket type in the mirror (pushed as inventory)."""
+    RecordTransaction: _grpc.UnaryUnaryMultiCallable[_integration_pb2.RecordTransactionRequest, _integration_pb2.RecordTransactionResponse]
+    """Records a payment or a refund (payment's relay sends PaymentSucceeded / PaymentRefunded):
+    stored in the mirror with its consenting buyer, and an incremental push queued to every
+    connection of the venue that takes it.
+    """
+    SetSyncSchedule: _grpc.UnaryUnaryMultiCallable[_integration_pb2.SetSyncScheduleRequest, _integration_pb2.SetSyncScheduleResponse]
+    """Sets (or disables) a connection's periodic incremental sync."""
+    GetSyncSchedule: _grpc.UnaryUnaryMultiCallable[_integration_pb2.GetSyncScheduleRequest, _integration_pb2.GetSyncScheduleResponse]
+    """Reads a connection's periodic sync schedule."""
 
 @_typing.type_check_only
 class IntegrationServiceAsyncStub(IntegrationServiceStub):
@@ -121,6 +136,21 @@ class IntegrationServiceAsyncStub(IntegrationServiceStub):
     """Verifies and processes a provider webhook (Square, QuickBooks, Mailchimp, Stripe Connect);
     same code as HTTP.
     """
+    IngestCatalog: _aio.UnaryUnaryMultiCallable[_integration_pb2.IngestCatalogRequest, _integration_pb2.IngestCatalogResponse]  # type: ignore[assignment]
+    """Stores a venue's catalogue (events and their ticket types) in the service's mirror; changed
+    items are pushed by the next sync of every connection that takes products.
+    """
+    IngestInventory: _aio.UnaryUnaryMultiCallable[_integration_pb2.IngestInventoryRequest, _integration_pb2.IngestInventoryResponse]  # type: ignore[assignment]
+    """Stores a venue's remaining tickets per ticket type in the mirror (pushed as inventory)."""
+    RecordTransaction: _aio.UnaryUnaryMultiCallable[_integration_pb2.RecordTransactionRequest, _integration_pb2.RecordTransactionResponse]  # type: ignore[assignment]
+    """Records a payment or a refund (payment's relay sends PaymentSucceeded / PaymentRefunded):
+    stored in the mirror with its consenting buyer, and an incremental push queued to every
+    connection of the venue that takes it.
+    """
+    SetSyncSchedule: _aio.UnaryUnaryMultiCallable[_integration_pb2.SetSyncScheduleRequest, _integration_pb2.SetSyncScheduleResponse]  # type: ignore[assignment]
+    """Sets (or disables) a connection's periodic incremental sync."""
+    GetSyncSchedule: _aio.UnaryUnaryMultiCallable[_integration_pb2.GetSyncScheduleRequest, _integration_pb2.GetSyncScheduleResponse]  # type: ignore[assignment]
+    """Reads a connection's periodic sync schedule."""
 
 class IntegrationServiceServicer(metaclass=_abc_1.ABCMeta):
     """IntegrationService connects a venue's accounts at outside providers (Stripe, Square, Mailchimp,
@@ -273,5 +303,50 @@ class IntegrationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Verifies and processes a provider webhook (Square, QuickBooks, Mailchimp, Stripe Connect);
         same code as HTTP.
         """
+
+    @_abc_1.abstractmethod
+    def IngestCatalog(
+        self,
+        request: _integration_pb2.IngestCatalogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.IngestCatalogResponse, _abc.Awaitable[_integration_pb2.IngestCatalogResponse]]:
+        """Stores a venue's catalogue (events and their ticket types) in the service's mirror; changed
+        items are pushed by the next sync of every connection that takes products.
+        """
+
+    @_abc_1.abstractmethod
+    def IngestInventory(
+        self,
+        request: _integration_pb2.IngestInventoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.IngestInventoryResponse, _abc.Awaitable[_integration_pb2.IngestInventoryResponse]]:
+        """Stores a venue's remaining tickets per ticket type in the mirror (pushed as inventory)."""
+
+    @_abc_1.abstractmethod
+    def RecordTransaction(
+        self,
+        request: _integration_pb2.RecordTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.RecordTransactionResponse, _abc.Awaitable[_integration_pb2.RecordTransactionResponse]]:
+        """Records a payment or a refund (payment's relay sends PaymentSucceeded / PaymentRefunded):
+        stored in the mirror with its consenting buyer, and an incremental push queued to every
+        connection of the venue that takes it.
+        """
+
+    @_abc_1.abstractmethod
+    def SetSyncSchedule(
+        self,
+        request: _integration_pb2.SetSyncScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.SetSyncScheduleResponse, _abc.Awaitable[_integration_pb2.SetSyncScheduleResponse]]:
+        """Sets (or disables) a connection's periodic incremental sync."""
+
+    @_abc_1.abstractmethod
+    def GetSyncSchedule(
+        self,
+        request: _integration_pb2.GetSyncScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.GetSyncScheduleResponse, _abc.Awaitable[_integration_pb2.GetSyncScheduleResponse]]:
+        """Reads a connection's periodic sync schedule."""
 
 def add_IntegrationServiceServicer_to_server(servicer: IntegrationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
