@@ -359,6 +359,14 @@ class _FieldTransformEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FieldT
     """Decimal string to integer minor units ("19.99" -> "1999"), exact (no float)."""
     FIELD_TRANSFORM_CONSTANT: _FieldTransform.ValueType  # 8
     """Ignore the source and write constant_value."""
+    FIELD_TRANSFORM_DATE_FORMAT: _FieldTransform.ValueType  # 9
+    """Format a timestamp or date with date_format (strftime directives %Y %m %d %H %M %S %y %j %b
+    %B %a %A %I %p %z), in time_zone.
+    """
+    FIELD_TRANSFORM_LOOKUP: _FieldTransform.ValueType  # 10
+    """Replace the value by lookup[value]; a value missing from the table takes default_value, or
+    fails the record when there is none.
+    """
 
 class FieldTransform(_FieldTransform, metaclass=_FieldTransformEnumTypeWrapper):
     """A value transformation applied by a field mapping (a fixed list: no code is evaluated)."""
@@ -381,6 +389,14 @@ FIELD_TRANSFORM_DECIMAL_TO_MINOR_UNITS: FieldTransform.ValueType  # 7
 """Decimal string to integer minor units ("19.99" -> "1999"), exact (no float)."""
 FIELD_TRANSFORM_CONSTANT: FieldTransform.ValueType  # 8
 """Ignore the source and write constant_value."""
+FIELD_TRANSFORM_DATE_FORMAT: FieldTransform.ValueType  # 9
+"""Format a timestamp or date with date_format (strftime directives %Y %m %d %H %M %S %y %j %b
+%B %a %A %I %p %z), in time_zone.
+"""
+FIELD_TRANSFORM_LOOKUP: FieldTransform.ValueType  # 10
+"""Replace the value by lookup[value]; a value missing from the table takes default_value, or
+fails the record when there is none.
+"""
 Global___FieldTransform: _TypeAlias = FieldTransform  # noqa: Y015
 
 @_typing.final
@@ -641,6 +657,26 @@ class FieldMapping(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LookupEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ENTITY_TYPE_FIELD_NUMBER: _builtins.int
     INTERNAL_FIELD_FIELD_NUMBER: _builtins.int
     EXTERNAL_FIELD_FIELD_NUMBER: _builtins.int
@@ -648,6 +684,9 @@ class FieldMapping(_message.Message):
     CONSTANT_VALUE_FIELD_NUMBER: _builtins.int
     DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
     REQUIRED_FIELD_NUMBER: _builtins.int
+    LOOKUP_FIELD_NUMBER: _builtins.int
+    DATE_FORMAT_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     entity_type: Global___EntityType.ValueType
     """The entity type."""
     internal_field: _builtins.str
@@ -662,6 +701,14 @@ class FieldMapping(_message.Message):
     """Value written when the source is empty."""
     required: _builtins.bool
     """True to fail the record (to the dead-letter queue) when the source is empty."""
+    date_format: _builtins.str
+    """FIELD_TRANSFORM_DATE_FORMAT: the format, e.g. "%Y-%m-%d"."""
+    time_zone: _builtins.str
+    """FIELD_TRANSFORM_DATE_FORMAT: the IANA time zone the date is shown in; empty = UTC."""
+    @_builtins.property
+    def lookup(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """FIELD_TRANSFORM_LOOKUP: source value -> provider value."""
+
     def __init__(
         self,
         *,
@@ -672,10 +719,13 @@ class FieldMapping(_message.Message):
         constant_value: _builtins.str = ...,
         default_value: _builtins.str = ...,
         required: _builtins.bool = ...,
+        lookup: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        date_format: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["constant_value", b"constant_value", "default_value", b"default_value", "entity_type", b"entity_type", "external_field", b"external_field", "internal_field", b"internal_field", "required", b"required", "transform", b"transform"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constant_value", b"constant_value", "date_format", b"date_format", "default_value", b"default_value", "entity_type", b"entity_type", "external_field", b"external_field", "internal_field", b"internal_field", "lookup", b"lookup", "required", b"required", "time_zone", b"time_zone", "transform", b"transform"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
