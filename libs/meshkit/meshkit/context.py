@@ -47,6 +47,14 @@ class Principal:
     def has_role(self, *roles: str) -> bool:
         return any(r in self.roles for r in roles)
 
+    @property
+    def venue_ids(self) -> frozenset[str]:
+        """The venues named in the token's `venue_ids` claim (what a venue admin manages)."""
+        raw = self.claims.get("venue_ids", [])
+        if isinstance(raw, list):
+            return frozenset(str(v) for v in raw)
+        return frozenset()
+
 
 ANONYMOUS = Principal(subject="anonymous")
 

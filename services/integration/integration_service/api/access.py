@@ -16,19 +16,12 @@ def principal() -> Principal:
     return call.principal
 
 
-def venue_ids(p: Principal) -> frozenset[str]:
-    raw = p.claims.get("venue_ids", [])
-    if isinstance(raw, list):
-        return frozenset(str(v) for v in raw)
-    return frozenset()
-
-
 def actor() -> Actor:
     call = current_call()
     p = principal()
     return Actor(
         subject=p.subject,
         request_id=call.request_id if call is not None else "",
-        venue_ids=venue_ids(p) if p.has_role("venue_admin") else frozenset(),
+        venue_ids=p.venue_ids if p.has_role("venue_admin") else frozenset(),
         admin=p.has_role("admin"),
     )

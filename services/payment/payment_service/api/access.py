@@ -43,15 +43,8 @@ def is_privileged(p: Principal) -> bool:
     return is_admin(p) or p.is_service
 
 
-def venue_ids(p: Principal) -> frozenset[str]:
-    raw = p.claims.get("venue_ids", [])
-    if isinstance(raw, list):
-        return frozenset(str(v) for v in raw)
-    return frozenset()
-
-
 def manages_venue(p: Principal, venue_id: str) -> bool:
-    return is_admin(p) or (p.has_role("venue_admin") and venue_id in venue_ids(p))
+    return is_admin(p) or (p.has_role("venue_admin") and venue_id in p.venue_ids)
 
 
 def owns(p: Principal, buyer_id: str) -> bool:
@@ -117,7 +110,7 @@ def scope(p: Principal, flt: PaymentFilter) -> PaymentFilter:
     """Narrow a List filter to what the caller may see, or refuse a filter outside it."""
     if is_privileged(p):
         return flt
-    managed = venue_ids(p) if p.has_role("venue_admin") else frozenset()
+    managed = p.venue_ids if p.has_role("venue_admin") else frozenset()
     requested = set(flt.venue_ids)
     if managed and ((requested and requested <= managed) or not p.has_role("buyer")):
         if requested - managed:
