@@ -33,6 +33,7 @@ from integration_service.settings import IntegrationSettings
 from integration_service.store.oauth_states import OAuthStates
 from integration_service.usecases.connections import ConnectionCases
 from integration_service.usecases.events import IntegrationEvents
+from integration_service.usecases.mappings import MappingCases
 from integration_service.usecases.metrics import IntegrationMetrics
 from integration_service.usecases.oauth import OAuthCases
 from integration_service.usecases.providers import Limits, ProviderCases
@@ -226,6 +227,7 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
                 oauth=oauth,
                 connections=connections,
                 webhooks=webhooks,
+                mappings=MappingCases(db=kit.db),
             ),
             policy=POLICY,
             errors=to_mesh_error,

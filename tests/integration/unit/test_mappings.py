@@ -310,14 +310,14 @@ def test_constants_defaults_formats_zones_and_lookups_are_checked() -> None:
                 "TxnDate",
                 Transform.DATE_FORMAT,
                 date_format="%Y-%m-%d",
-                timezone="Mars/Olympus",
+                time_zone="Mars/Olympus",
             ),
             M(PAY, "lines", "Line"),
             M(PAY, "amount", "TotalAmt", Transform.MINOR_TO_DECIMAL, default="ten"),
         ],
         Provider.QUICKBOOKS,
     )
-    assert _fields(zone) == ["mappings[0].timezone", "mappings[2].default_value"]
+    assert _fields(zone) == ["mappings[0].time_zone", "mappings[2].default_value"]
 
 
 # -- applying ---------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_dates_are_formatted_in_the_mapping_time_zone() -> None:
             "TxnDate",
             Transform.DATE_FORMAT,
             date_format="%Y-%m-%d",
-            timezone="America/New_York",
+            time_zone="America/New_York",
         )
     ]
     # 02:00 UTC on 1 May is still 30 April in New York.

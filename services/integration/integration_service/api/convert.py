@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from integration_service.domain.catalog import ProviderSpec
+from integration_service.domain.mappings import FieldMapping, Transform
 from integration_service.domain.model import (
     AuthKind,
     Connection,
@@ -169,4 +170,57 @@ def webhook_response(handled: Handled) -> pb.HandleProviderWebhookResponse:
         event_type=handled.event_type,
         status=WEBHOOK_STATUS[handled.outcome],
         connection_id=str(handled.connection_ids[0]) if handled.connection_ids else "",
+    )
+
+
+# -- field mappings -------------------------------------------------------------------------
+
+TRANSFORMS = {
+    pb.FIELD_TRANSFORM_UNSPECIFIED: Transform.COPY,
+    pb.FIELD_TRANSFORM_TRIM: Transform.TRIM,
+    pb.FIELD_TRANSFORM_LOWERCASE: Transform.LOWERCASE,
+    pb.FIELD_TRANSFORM_UPPERCASE: Transform.UPPERCASE,
+    pb.FIELD_TRANSFORM_PHONE_E164: Transform.PHONE_E164,
+    pb.FIELD_TRANSFORM_DATE_ISO8601: Transform.DATE_ISO8601,
+    pb.FIELD_TRANSFORM_MINOR_UNITS_TO_DECIMAL: Transform.MINOR_TO_DECIMAL,
+    pb.FIELD_TRANSFORM_DECIMAL_TO_MINOR_UNITS: Transform.DECIMAL_TO_MINOR,
+    pb.FIELD_TRANSFORM_CONSTANT: Transform.CONSTANT,
+    pb.FIELD_TRANSFORM_DATE_FORMAT: Transform.DATE_FORMAT,
+    pb.FIELD_TRANSFORM_LOOKUP: Transform.LOOKUP,
+}
+TRANSFORM_OF = {v: k for k, v in TRANSFORMS.items()}
+
+
+def entity(value: int) -> EntityType:
+    """A defined, specified EntityType (the contract's rules refuse the others)."""
+    return EntityType(pb.EntityType.Name(value).removeprefix("ENTITY_TYPE_"))  # type: ignore[arg-type]
+
+
+def field_mapping(m: pb.FieldMapping) -> FieldMapping:
+    return FieldMapping(
+        entity=entity(m.entity_type),
+        internal_field=m.internal_field,
+        external_field=m.external_field,
+        transform=TRANSFORMS[m.transform],
+        constant=m.constant_value,
+        default=m.default_value,
+        required=m.required,
+        lookup=dict(m.lookup),
+        date_format=m.date_format,
+        time_zone=m.time_zone,
+    )
+
+
+def field_mapping_proto(m: FieldMapping) -> pb.FieldMapping:
+    return pb.FieldMapping(
+        entity_type=_entity(m.entity),  # type: ignore[arg-type]
+        internal_field=m.internal_field,
+        external_field=m.external_field,
+        transform=TRANSFORM_OF[m.transform],
+        constant_value=m.constant,
+        default_value=m.default,
+        required=m.required,
+        lookup=dict(m.lookup),
+        date_format=m.date_format,
+        time_zone=m.time_zone,
     )

@@ -16,6 +16,7 @@ import grpc
 from integration_service.api import access, convert
 from integration_service.domain.model import Connection, Secret
 from integration_service.usecases.connections import ConnectionCases
+from integration_service.usecases.mappings import MappingCases
 from integration_service.usecases.oauth import OAuthCases
 from integration_service.usecases.providers import ProviderCases
 from integration_service.usecases.webhooks import WebhookCases
@@ -37,11 +38,13 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         oauth: OAuthCases,
         connections: ConnectionCases,
         webhooks: WebhookCases,
+        mappings: MappingCases,
     ) -> None:
         self.providers = providers
         self.oauth = oauth
         self.connections = connections
         self.webhooks = webhooks
+        self.mappings = mappings
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context
@@ -133,6 +136,35 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
             revoke=request.revoke_at_provider,
         )
         return pb.DisconnectResponse(connection=convert.connection_proto(connection))
+
+    @idempotent
+    async def SetFieldMappings(
+        self, request: pb.SetFieldMappingsRequest, context: Context
+    ) -> pb.SetFieldMappingsResponse:
+        stored = await self.mappings.set(
+            access.actor(),
+            uuid.UUID(request.connection_id),
+            tuple(convert.field_mapping(m) for m in request.mappings),
+            expected_version=request.expected_version,
+        )
+        return pb.SetFieldMappingsResponse(
+            mappings=[convert.field_mapping_proto(m) for m in stored.mappings],
+            version=stored.version,
+        )
+
+    async def GetFieldMappings(
+        self, request: pb.GetFieldMappingsRequest, context: Context
+    ) -> pb.GetFieldMappingsResponse:
+        found = await self.mappings.get(
+            access.actor(),
+            uuid.UUID(request.connection_id),
+            convert.entity(request.entity_type) if request.entity_type else None,
+        )
+        return pb.GetFieldMappingsResponse(
+            mappings=[convert.field_mapping_proto(m) for m in found.mappings],
+            version=found.version,
+            defaults=found.defaults,
+        )
 
     async def HandleProviderWebhook(
         self, request: pb.HandleProviderWebhookRequest, context: Context

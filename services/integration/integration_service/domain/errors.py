@@ -182,6 +182,13 @@ class WebhookMalformed(WebhookUnverified):
     reason = "WEBHOOK_MALFORMED"
 
 
+class InvalidMappings(InvalidInput):
+    """SetFieldMappings with a set that cannot be applied (unknown field, incompatible types,
+    a bad constant, format or table): nothing is stored."""
+
+    reason = "INVALID_FIELD_MAPPINGS"
+
+
 # -- not found / forbidden --------------------------------------------------------------------
 
 
@@ -254,6 +261,19 @@ class NeedsReauth(Refused):
         super().__init__(
             "the provider refused this connection's authorization; authorize again"
             + (f" ({detail})" if detail else "")
+        )
+
+
+class MappingsVersionMismatch(Refused):
+    """SetFieldMappings with an expected_version that is not the stored one (someone else
+    changed the set since it was read)."""
+
+    reason = "FIELD_MAPPINGS_VERSION_MISMATCH"
+
+    def __init__(self, expected: int, stored: int) -> None:
+        super().__init__(
+            f"the field mappings are at version {stored}, not {expected}: read them again",
+            metadata={"expected_version": str(expected), "version": str(stored)},
         )
 
 

@@ -309,7 +309,7 @@ class Transform(enum.StrEnum):
     DATE_ISO8601 = "date_iso8601"
     """A timestamp (or a date, or an RFC 3339 string) → RFC 3339 in UTC."""
     DATE_FORMAT = "date_format"
-    """A timestamp or date → a string in `date_format` (strftime subset), in `timezone`."""
+    """A timestamp or date → a string in `date_format` (strftime subset), in `time_zone`."""
     MINOR_TO_DECIMAL = "minor_to_decimal"
     """MONEY (or its amount_minor) → decimal string with the currency's exponent."""
     DECIMAL_TO_MINOR = "decimal_to_minor"
@@ -414,7 +414,7 @@ class FieldMapping:
     """LOOKUP: source value → provider value."""
     date_format: str = ""
     """DATE_FORMAT: strftime format (directives %Y %m %d %H %M %S %y %j %b %B %a %A %I %p %z)."""
-    timezone: str = ""
+    time_zone: str = ""
     """DATE_FORMAT: IANA zone the date is shown in (default UTC)."""
 
 
@@ -597,11 +597,11 @@ def _check_one(at: str, m: FieldMapping, provider: Provider) -> list[Violation]:
                 )
     if m.transform is Transform.DATE_FORMAT and (problem := _bad_date_format(m.date_format)):
         out.append(Violation(f"{at}.date_format", problem))
-    if m.timezone:
+    if m.time_zone:
         try:
-            ZoneInfo(m.timezone)
+            ZoneInfo(m.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            out.append(Violation(f"{at}.timezone", f"unknown time zone {m.timezone!r}"))
+            out.append(Violation(f"{at}.time_zone", f"unknown time zone {m.time_zone!r}"))
     if m.transform is Transform.LOOKUP and not m.lookup:
         out.append(Violation(f"{at}.lookup", "a lookup mapping needs a table"))
     if m.transform is Transform.DECIMAL_TO_MINOR and m.constant and not _CURRENCY.match(m.constant):
@@ -723,7 +723,7 @@ def _transform(m: FieldMapping, value: Any, source: FieldType, record: Mapping[s
         if t is Transform.DATE_ISO8601:
             return _rfc3339(_parse_timestamp(value))
         if t is Transform.DATE_FORMAT:
-            zone = ZoneInfo(m.timezone) if m.timezone else UTC
+            zone = ZoneInfo(m.time_zone) if m.time_zone else UTC
             return _parse_timestamp(value).astimezone(zone).strftime(m.date_format)
         if t is Transform.MINOR_TO_DECIMAL:
             return minor_to_decimal(*_money_of(record, m.internal_field, value))
@@ -839,7 +839,7 @@ def _inverse(m: FieldMapping, value: Any, currency: str) -> Any:
         if t in (Transform.DATE_ISO8601,):
             return _rfc3339(_parse_timestamp(value))
         if t is Transform.DATE_FORMAT:
-            zone = ZoneInfo(m.timezone) if m.timezone else UTC
+            zone = ZoneInfo(m.time_zone) if m.time_zone else UTC
             try:
                 moment = datetime.strptime(str(value), m.date_format)
             except ValueError:
@@ -997,3 +997,39 @@ lines list as is: the QuickBooks writer turns each line into a SalesItemLineDeta
 product's Item from the id map. QuickBooks account refs are the stand-in's seeded accounts
 (1 Services income, 3 Undeposited Funds, 4 Checking); a venue sets its own through
 SetFieldMappings."""
+
+
+# -- storage form -----------------------------------------------------------------------------
+
+
+def to_json(mapping: FieldMapping) -> dict[str, Any]:
+    """A mapping as the store keeps it (JSON; only the fields that are set)."""
+    out: dict[str, Any] = {
+        "entity": mapping.entity.value,
+        "internal_field": mapping.internal_field,
+        "external_field": mapping.external_field,
+        "transform": mapping.transform.value,
+    }
+    for name in ("constant", "default", "date_format", "time_zone"):
+        if value := getattr(mapping, name):
+            out[name] = value
+    if mapping.required:
+        out["required"] = True
+    if mapping.lookup:
+        out["lookup"] = dict(mapping.lookup)
+    return out
+
+
+def from_json(data: Mapping[str, Any]) -> FieldMapping:
+    return FieldMapping(
+        entity=EntityType(data["entity"]),
+        internal_field=str(data.get("internal_field", "")),
+        external_field=str(data["external_field"]),
+        transform=Transform(data.get("transform", Transform.COPY.value)),
+        constant=str(data.get("constant", "")),
+        default=str(data.get("default", "")),
+        required=bool(data.get("required", False)),
+        lookup={str(k): str(v) for k, v in (data.get("lookup") or {}).items()},
+        date_format=str(data.get("date_format", "")),
+        time_zone=str(data.get("time_zone", "")),
+    )
