@@ -920,7 +920,7 @@ def _receipt(entity: EntityType, note: str) -> tuple[FieldMapping, ...]:
         M(entity, "occurred_at", "TxnDate", T.DATE_FORMAT, date_format="%Y-%m-%d", required=True),
         M(entity, "amount.currency", "CurrencyRef.value"),
         M(entity, "amount", "TotalAmt", T.MINOR_TO_DECIMAL, required=True),
-        M(entity, "lines", "Line", required=True),
+        M(entity, "lines", "Line"),  # none (an amount-only refund): one line of the total
         M(entity, "customer.email", "BillEmail.Address", T.LOWERCASE),
         M(entity, note, "CustomerMemo.value"),
     )
