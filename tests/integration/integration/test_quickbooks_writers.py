@@ -7,26 +7,23 @@ the synced Items (or the one tickets item), one refused record failing alone, de
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 
-from integration_service.domain import mappings as mp
-from integration_service.domain.model import SYSTEM, Connection, EntityType, Provider
-from integration_service.store import connections as connections_store
+from integration_service.domain.model import EntityType, Provider
 from integration_service.sync import registry
-from integration_service.sync.ports import OutRecord, SyncContext
+from integration_service.sync.ports import OutRecord
 from integration_service.sync.writers import quickbooks as qbw
 from meshdev.standins.quickbooks import QuickBooksServer
 from tests.integration.integration.support import Client
+from tests.integration.integration.writer_support import Contexts, mapped, writer_contexts
 from tickettoken.integration.v1 import integration_pb2 as pb
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-Contexts = Callable[[EntityType], SyncContext]
 USD = "USD"
 
 
@@ -40,42 +37,17 @@ def _ticket(n: int, price: int = 2125) -> dict[str, Any]:
 
 
 def _out(entity: EntityType, record: dict[str, Any], external_id: str | None = None) -> OutRecord:
-    fields = mp.map_record([], Provider.QUICKBOOKS, entity, record)
-    assert isinstance(fields, dict), fields
-    version = uuid.uuid5(uuid.NAMESPACE_OID, repr(sorted(fields.items()))).hex
-    return OutRecord(str(record["id"]), fields, external_id, version)
+    return mapped(Provider.QUICKBOOKS, entity, record, external_id)
 
 
 @pytest.fixture
 async def contexts(client: Client) -> AsyncIterator[Contexts]:
-    """SyncContexts over a QuickBooks connection made by the OAuth dance, calling through the
-    service's TokenKeeper and guard as the engine does."""
-    made = await client.dance(pb.PROVIDER_QUICKBOOKS)
-    app = client.app
-    assert app.kit is not None
-    async with app.kit.db.acquire() as conn:
-        connection = await connections_store.get(conn, uuid.UUID(made.id))
-    assert connection is not None
-    tokens = app.registrations[0].servicer.connections._tokens  # type: ignore[attr-defined]
-
-    async def caller(fn: Any) -> Any:
-        _, result = await tokens.call(connection, SYSTEM, "sync:test", fn)
-        return result
-
-    async with httpx.AsyncClient(timeout=10.0) as http:
-
-        def make(entity: EntityType, conn: Connection = connection) -> SyncContext:
-            return SyncContext(
-                connection=conn,
-                entity=entity,
-                job_id=uuid.uuid4(),
-                guard=app.kit.guards["quickbooks"],  # type: ignore[union-attr]
-                caller=caller,
-                api_base=app.settings.quickbooks_api_base,  # type: ignore[attr-defined]
-                http=http,
-            )
-
-        yield make
+    async with writer_contexts(
+        client,
+        pb.PROVIDER_QUICKBOOKS,
+        client.app.settings.quickbooks_api_base,  # type: ignore[attr-defined]
+    ) as made:
+        yield made
 
 
 def test_the_writers_are_registered() -> None:
