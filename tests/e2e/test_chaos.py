@@ -13,8 +13,10 @@ shutdown: every session aborted) and Redis once (it keeps nothing: leases, limit
 are gone). One purchase is a permanent failure the test injects: an order without the event's
 facts, which nft refuses (INVALID_ARGUMENT), so its PaymentSucceeded is dead-lettered at once.
 
-Then everything runs again, and the mesh must converge within `CONVERGE_S` seconds (the stated
-bound): outboxes delivered, nft's mint queue and notify's queue drained, and
+At the end, while the last purchases and their mints and emails are on their way, every
+service is killed at once and started again; when everything runs again, the mesh must converge
+within `CONVERGE_S` seconds (the stated bound): outboxes delivered, nft's mint queue and
+notify's queue drained, and
 
 * every succeeded payment has exactly one NFT per ticket on chain — read from the chain
   (`getProgramAccounts` of Token-2022: every mint account there is some ticket's derived mint
@@ -39,6 +41,7 @@ chain, emails).
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import random
 import shutil
@@ -269,6 +272,8 @@ def schedule(rng: random.Random) -> list[tuple[float, str, float]]:
     pg_at = rng.uniform(6, CHAOS_S / 2)
     redis_at = rng.uniform(CHAOS_S / 2 + 2, CHAOS_S - 4)
     events += [(pg_at, "restart postgres", rng.uniform(0.5, 2)), (redis_at, "restart redis", 0.5)]
+    # At the end, with the last purchases' mints and emails on their way: everything at once.
+    events.append((CHAOS_S - 1.5, "kill all", rng.uniform(0.5, 1.5)))
     return sorted(events)
 
 
@@ -293,13 +298,16 @@ async def run_schedule(chaos: Chaos, events: list[tuple[float, str, float]]) -> 
         elif name == "redis":
             await asyncio.to_thread(chaos.mesh.restart_redis, down_s)
         else:
-            chaos.down.add(name)
-            chaos.mesh.kill(name)  # SIGKILL
+            names = SERVICES if name == "all" else (name,)
+            chaos.down.update(names)
+            for each in names:
+                chaos.mesh.kill(each)  # SIGKILL
 
-            async def back(name: str = name, down_s: float = down_s) -> None:
+            async def back(names: tuple[str, ...] = names, down_s: float = down_s) -> None:
                 await asyncio.sleep(down_s)
-                chaos.mesh.services[name].spawn()
-                chaos.down.discard(name)
+                for each in names:
+                    chaos.mesh.services[each].spawn()
+                    chaos.down.discard(each)
 
             chaos.restarts.append(asyncio.ensure_future(back()))
 
@@ -316,8 +324,6 @@ class Chain:
 
 
 def read_chain(mesh: ProcessMesh) -> Chain:
-    import base64
-
     supply: dict[str, int] = {}
     holdings: dict[str, list[tuple[int, bool]]] = {}
     for item in mesh.chain.rpc("getProgramAccounts", [str(TOKEN_2022), {"encoding": "base64"}]):
@@ -500,10 +506,12 @@ async def test_no_ticket_or_email_is_lost_or_doubled_however_the_processes_die(
         finally:
             print("\n".join(["chaos: " + line for line in chaos.log]))
 
-    # Everything up again; then the mesh has CONVERGE_S to settle.
+    # Everything running again; then the mesh has CONVERGE_S to settle (claims the killed
+    # workers held come back after their leases).
+    await asyncio.gather(*chaos.restarts)
     chaos.down.clear()
     restarted = await asyncio.to_thread(mesh.ensure_running)
-    chaos.note(f"chaos over; started again: {restarted or 'nothing'}")
+    chaos.note(f"chaos over; started again: {', '.join(restarted) or 'nothing'}")
     settled_from = time.monotonic()
     conn = await asyncpg.connect(mesh.postgres.url)
     try:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +45,15 @@ from meshdev.launcher import DEMO_VENUE, SERVICES, ServiceSpec, is_serving
 from meshkit.auth import TokenMinter, ensure_dev_keys, load_private_key
 from meshkit.settings import DEV_ISSUER
 
-__all__ = ["QUICK", "STRIPE_KEY", "WEBHOOK_SECRET", "ProcessMesh", "ServiceProcess", "SolanaNode"]
+__all__ = [
+    "QUICK",
+    "STRIPE_KEY",
+    "WEBHOOK_SECRET",
+    "ProcessMesh",
+    "RestartablePostgres",
+    "ServiceProcess",
+    "SolanaNode",
+]
 
 STRIPE_KEY = "sk_test_tickettoken_mesh"
 WEBHOOK_SECRET = "whsec_tickettoken_mesh"  # noqa: S105 - a test secret
@@ -148,6 +158,37 @@ class SolanaNode(_ServerProcess):
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         """One JSON-RPC call to the node (what any Solana client would send)."""
         return _json_rpc(self.url, method, params, timeout=30)
+
+
+class RestartablePostgres(EmbeddedPostgres):
+    """EmbeddedPostgres that can be started again while this process makes gRPC calls.
+
+    As root the server runs as another user; `Popen(user=...)` then forks (CPython uses vfork
+    only without a uid/gid change), and a fork while gRPC threads are busy can crash the child
+    before it execs (gRPC skips its fork handlers). Here `setpriv` changes the user after the
+    exec instead, so the spawn takes the vfork path like every other child.
+    """
+
+    _spawning = False
+
+    def _user(self) -> str | None:
+        return None if self._spawning else super()._user()
+
+    def _command(self) -> list[str]:
+        cmd = super()._command()
+        user = EmbeddedPostgres._user(self)
+        setpriv = shutil.which("setpriv")
+        if user is None or setpriv is None:
+            return cmd
+        gid = pwd.getpwnam(user).pw_gid
+        return [setpriv, f"--reuid={user}", f"--regid={gid}", "--clear-groups", *cmd]
+
+    def _spawn_and_wait(self, timeout: float) -> None:
+        self._spawning = shutil.which("setpriv") is not None
+        try:
+            super()._spawn_and_wait(timeout)
+        finally:
+            self._spawning = False
 
 
 class ServiceProcess:
@@ -264,7 +305,7 @@ class ProcessMesh:
         self.extra_env = dict(env or {})
         self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}
         self.log_level = log_level
-        self.postgres = EmbeddedPostgres(self.work / "postgres", free_port())
+        self.postgres = RestartablePostgres(self.work / "postgres", free_port())
         self.redis = EmbeddedRedis(self.work / "redis", free_port())
         self.stripe: LocalStripe | StripeStandIn = (
             LocalStripe(self.work / "localstripe", free_port())
