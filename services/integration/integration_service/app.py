@@ -13,8 +13,13 @@ endpoint); at stop the HTTP clients close.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from typing import cast
+
+import httpx
 
 from integration_service.adapters.base import ApiKeyAdapter, OAuthAdapter
 from integration_service.adapters.keys import KeyWrapper, KmsKeys, LocalKeys
@@ -30,7 +35,9 @@ from integration_service.http import routes
 from integration_service.jobs import housekeeping, refresh
 from integration_service.policy import POLICY
 from integration_service.settings import IntegrationSettings
+from integration_service.store import mappings as mappings_store
 from integration_service.store.oauth_states import OAuthStates
+from integration_service.sync.engine import EngineSettings, SyncEngine
 from integration_service.usecases.connections import ConnectionCases
 from integration_service.usecases.events import IntegrationEvents
 from integration_service.usecases.mappings import MappingCases
@@ -38,9 +45,11 @@ from integration_service.usecases.metrics import IntegrationMetrics
 from integration_service.usecases.oauth import OAuthCases
 from integration_service.usecases.providers import Limits, ProviderCases
 from integration_service.usecases.states import ConnectionStates
+from integration_service.usecases.sync import SyncCases
 from integration_service.usecases.tokens import RefreshRules, TokenKeeper
 from integration_service.usecases.vault import Vault
 from integration_service.usecases.webhooks import WebhookCases, WebhookSecrets
+from meshkit.jobs import PollingWorker
 from meshkit.resilience import Guard, Guards, ProviderGuard, ProviderPolicy
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
 from tickettoken.integration.v1 import integration_pb2_grpc
@@ -135,6 +144,45 @@ def limits_of(kit: Kit) -> dict[Provider, Limits]:
     return found
 
 
+def build_sync(settings: IntegrationSettings, kit: Kit, tokens: TokenKeeper) -> SyncCases:
+    """The sync engine: `integration_sync_workers` polling workers claiming queued jobs (woken
+    at once by StartSync in this process), raw HTTP to the providers through one shared httpx
+    client under their guards, and the leased job that queues due schedules."""
+    http = httpx.AsyncClient(timeout=settings.integration_provider_timeout_s)
+    kit.on_stop(http.aclose)
+    engine = SyncEngine(
+        db=kit.db,
+        tokens=tokens,
+        guards=kit.guards,
+        http=http,
+        api_bases={
+            Provider.SQUARE: settings.square_api_base,
+            Provider.QUICKBOOKS: settings.quickbooks_api_base,
+            Provider.STRIPE: settings.stripe_api_base,
+        },
+        settings=EngineSettings(
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            lease_s=settings.integration_sync_lease_s,
+        ),
+        load_mappings=mappings_store.load,
+    )
+    cases = SyncCases(db=kit.db, wake=engine.wake)
+    for n in range(settings.integration_sync_workers):
+        kit.add_worker(
+            f"sync-{n}",
+            PollingWorker(
+                f"sync-{n}", engine.step, idle_s=settings.integration_sync_idle_s, wake=engine.wake
+            ),
+        )
+    if settings.integration_sync_schedule_interval_s > 0:
+        kit.add_leased_job(
+            "integration-sync-schedules",
+            settings.integration_sync_schedule_interval_s,
+            cases.run_schedules,
+        )
+    return cases
+
+
 async def build(kit: Kit) -> Sequence[ServiceRegistration]:
     settings = cast(IntegrationSettings, kit.settings)
     base = public_base_url(settings, kit)
@@ -218,16 +266,18 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
             refresh.NAME, settings.integration_refresh_interval_s, refresh.job(tokens)
         )
     kit.add_leased_job(housekeeping.NAME, 3600.0, housekeeping.job(kit.db))
+    sync = build_sync(settings, kit, tokens)
     return [
         ServiceRegistration.of(
             integration_pb2_grpc,
             "IntegrationService",
-            IntegrationServicer(  # type: ignore[abstract]  # sync RPCs: UNIMPLEMENTED (issue 14)
+            IntegrationServicer(  # type: ignore[abstract]  # RecordTransaction: UNIMPLEMENTED
                 providers=ProviderCases(enabled, limits_of(kit)),
                 oauth=oauth,
                 connections=connections,
                 webhooks=webhooks,
                 mappings=MappingCases(db=kit.db),
+                sync=sync,
             ),
             policy=POLICY,
             errors=to_mesh_error,

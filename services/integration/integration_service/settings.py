@@ -104,6 +104,24 @@ class IntegrationSettings(KitSettings):
         "callers wait up to this for another replica's refresh.",
     )
 
+    # -- sync engine (issue 14) ---------------------------------------------------------------
+    integration_sync_workers: int = Field(
+        2, ge=0, description="Sync jobs this process runs at once (0: it runs none)."
+    )
+    integration_sync_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A claimed sync job stays a worker's this long without its heartbeat; "
+        "after a crash another worker resumes it from its checkpoint once it runs out.",
+    )
+    integration_sync_idle_s: float = Field(
+        1.0, gt=0, description="How often an idle sync worker looks for queued jobs."
+    )
+    integration_sync_schedule_interval_s: float = Field(
+        30.0,
+        description="How often due sync schedules are queued (one replica at a time; 0: never).",
+    )
+
     # -- webhooks ----------------------------------------------------------------------------
     integration_webhook_max_age_s: float = Field(
         86400.0,

@@ -47,6 +47,8 @@ ALLOWED = {
     "jobs": {"adapters", "store", "usecases"},
     "http": {"usecases", "api"},
     "api": {"usecases"},
+    # The sync engine's workers (issue 14): they run jobs with the shared steps and the stores.
+    "sync": {"adapters", "store", "usecases"},
 }
 SHARED_STEPS = {"events", "states", "tokens", "vault", "metrics"}
 SDKS = {

@@ -5,6 +5,7 @@ domain errors become gRPC statuses and reasons. Every concrete `IntegrationError
 from __future__ import annotations
 
 from integration_service.domain import errors as e
+from integration_service.domain import sync_errors as se
 from meshkit.errormap import Entry, ErrorTable
 from meshkit.errors import (
     FailedPrecondition,
@@ -44,6 +45,9 @@ MAP: dict[type[Exception], Entry] = {
     e.CredentialUnavailable: (Unavailable, "VAULT_UNAVAILABLE"),
     e.WebhookNotProcessed: (Unavailable, "WEBHOOK_PROCESSING_FAILED"),
     e.OAuthStateBusy: (Unavailable, "OAUTH_STATE_UNAVAILABLE"),
+    se.SyncJobNotFound: (NotFound, "SYNC_JOB_NOT_FOUND"),
+    se.EntityNotSynced: (InvalidArgument, "ENTITY_NOT_SYNCED"),
+    se.ConnectionNotSyncable: (FailedPrecondition, "CONNECTION_NOT_SYNCABLE"),
     # The categories, for an error added without an entry of its own.
     e.NotFound: (NotFound, "NOT_FOUND"),
     e.Forbidden: (PermissionDenied, "PERMISSION_DENIED"),

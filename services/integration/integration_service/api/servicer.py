@@ -3,8 +3,7 @@
 Requests reach these methods authenticated, authorised by the policy table and checked against
 the contract's rules (the kit's call layer); who may touch which connection is decided by the use
 cases on the caller's `Actor` (`access`); domain errors become gRPC errors through `errors`.
-Mutating RPCs are `@idempotent`. The sync RPCs (issue 14) answer UNIMPLEMENTED through the
-generated base class.
+Mutating RPCs are `@idempotent`. The sync engine's RPCs (issue 14) are in `sync_rpcs`.
 """
 
 from __future__ import annotations
@@ -14,11 +13,13 @@ import uuid
 import grpc
 
 from integration_service.api import access, convert
+from integration_service.api.sync_rpcs import SyncRpcs
 from integration_service.domain.model import Connection, Secret
 from integration_service.usecases.connections import ConnectionCases
 from integration_service.usecases.mappings import MappingCases
 from integration_service.usecases.oauth import OAuthCases
 from integration_service.usecases.providers import ProviderCases
+from integration_service.usecases.sync import SyncCases
 from integration_service.usecases.webhooks import WebhookCases
 from meshkit.idempotency import idempotent
 from meshkit.paging import Page
@@ -28,7 +29,7 @@ from tickettoken.integration.v1 import integration_pb2_grpc
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
+class IntegrationServicer(SyncRpcs, integration_pb2_grpc.IntegrationServiceServicer):
     """Thin adapter between the IntegrationService contract and the use cases."""
 
     def __init__(
@@ -39,12 +40,14 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         connections: ConnectionCases,
         webhooks: WebhookCases,
         mappings: MappingCases,
+        sync: SyncCases,
     ) -> None:
         self.providers = providers
         self.oauth = oauth
         self.connections = connections
         self.webhooks = webhooks
         self.mappings = mappings
+        self.sync = sync
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context

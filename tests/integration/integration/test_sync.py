@@ -1,0 +1,313 @@
+"""The sync engine (issue 14) against the Square stand-in over HTTP, with the service in-process
+on real Postgres and Redis: the venue's catalogue ingested, pushed as Square catalog items in
+batches, exactly once and without a 429; incremental syncs send only what changed; full syncs
+delete what is gone; cancel; dead letters from a mapping error, fixed and retried; progress
+streamed by WatchSyncJob (resumable by sequence); one active job per connection and entity."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import pytest
+
+from meshdev.standins.square import SquareServer
+from meshkit.server import App
+from tests.integration.integration.support import VENUE, Client, key, rows
+from tickettoken.common.v1 import common_pb2
+from tickettoken.integration.v1 import integration_pb2 as pb
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def catalog(n: int, *, price: int = 2500, start: int = 0, per_event: int = 100) -> list[Any]:
+    """n ticket types `tt-<i>` in events of `per_event` each."""
+    events = []
+    for e in range(start // per_event, (start + n + per_event - 1) // per_event):
+        first = max(start, e * per_event)
+        last = min(start + n, (e + 1) * per_event)
+        events.append(
+            pb.CatalogEvent(
+                event_id=f"ev-{e}",
+                name=f"Show {e}",
+                venue_name="Grand Hall",
+                ticket_types=[
+                    pb.CatalogTicketType(
+                        ticket_type_id=f"tt-{i}",
+                        name=f"Ticket {i}",
+                        description="General admission",
+                        price=common_pb2.Money(currency="USD", amount_minor=price),
+                    )
+                    for i in range(first, last)
+                ],
+            )
+        )
+    return events
+
+
+async def ingest(client: Client, events: Sequence[Any], *, complete: bool = False) -> Any:
+    return await client.stub.IngestCatalog(
+        pb.IngestCatalogRequest(
+            idempotency_key=key(), venue_id=VENUE, events=events, complete=complete
+        ),
+        metadata=client.md(),
+    )
+
+
+async def start(
+    client: Client, connection_id: str, mode: int = pb.SYNC_MODE_FULL, **extra: Any
+) -> pb.SyncJob:
+    answer = await client.stub.StartSync(
+        pb.StartSyncRequest(
+            idempotency_key=key(),
+            connection_id=connection_id,
+            entity_types=[pb.ENTITY_TYPE_PRODUCT],
+            direction=pb.SYNC_DIRECTION_PUSH,
+            mode=mode,
+            **extra,
+        ),
+        metadata=client.md(),
+    )
+    return answer.job
+
+
+async def watch(
+    client: Client, job_id: str, after: int = 0
+) -> AsyncIterator[pb.WatchSyncJobResponse]:
+    stream = client.stub.WatchSyncJob(
+        pb.WatchSyncJobRequest(job_id=job_id, after_sequence=after), metadata=client.md()
+    )
+    async for message in stream:
+        yield message
+
+
+async def finished(client: Client, job_id: str) -> list[pb.WatchSyncJobResponse]:
+    """Every WatchSyncJob message until the stream ends (at the job's final state)."""
+    return [m async for m in watch(client, job_id)]
+
+
+async def square_connection(client: Client) -> pb.Connection:
+    return await client.dance(pb.PROVIDER_SQUARE)
+
+
+FINAL = {
+    pb.SYNC_JOB_STATUS_SUCCEEDED,
+    pb.SYNC_JOB_STATUS_PARTIAL,
+    pb.SYNC_JOB_STATUS_FAILED,
+    pb.SYNC_JOB_STATUS_CANCELLED,
+}
+
+
+async def test_ten_thousand_products_reach_square_once_in_batches_without_a_429(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    ingested = await ingest(client, catalog(10_000))
+    assert ingested.changed_count == 10_000
+
+    job = await start(client, connection.id)
+    messages = await finished(client, job.id)
+
+    last = messages[-1]
+    assert last.job.status == pb.SYNC_JOB_STATUS_SUCCEEDED, last.job
+    assert last.phase == pb.SYNC_PHASE_FINISHED
+    assert last.job.records_succeeded == 10_000
+    assert last.job.records_total == 10_000
+    assert last.job.progress_bps == 10_000
+    sequences = [m.sequence for m in messages]
+    assert sequences == sorted(set(sequences))
+    assert any(m.phase == pb.SYNC_PHASE_WRITING and m.rate_per_minute > 0 for m in messages)
+    # At Square: every ticket type once (the item by its client id, the variation by its SKU).
+    refs = square.catalog_refs()
+    assert all(refs[f"item-tt-{i}"] == 1 and refs[f"tt-{i}"] == 1 for i in range(10_000))
+    assert square.duplicates() == {}
+    assert len(square.live_objects(kind="ITEM")) == 10_000
+    # In batches of 1,000 objects (500 items with their variation), none throttled.
+    assert square.stats.calls["catalog.batch_upsert"] == 20
+    assert square.stats.rate_limited == 0 and square.stats.concurrency_limited == 0
+    mapped = await rows(client.app, "SELECT count(*) AS n FROM id_map")
+    assert mapped[0]["n"] == 10_000
+
+    # Incremental: only the changed records go, as updates of the same objects.
+    changed = catalog(3, price=3000, start=200)
+    await ingest(client, changed)
+    again = await start(client, connection.id, pb.SYNC_MODE_INCREMENTAL)
+    done = (await finished(client, again.id))[-1].job
+    assert done.status == pb.SYNC_JOB_STATUS_SUCCEEDED
+    assert (done.records_total, done.records_succeeded, done.records_skipped) == (3, 3, 0)
+    assert square.stats.calls["catalog.batch_upsert"] == 21
+    assert len(square.live_objects(kind="ITEM")) == 10_000
+    prices = {
+        v["item_variation_data"]["sku"]: v["item_variation_data"]["price_money"]["amount"]
+        for v in square.live_objects(kind="ITEM_VARIATION")
+    }
+    assert [prices[f"tt-{i}"] for i in (199, 200, 201, 202, 203)] == [2500, 3000, 3000, 3000, 2500]
+    assert square.duplicates() == {}
+
+
+async def test_a_full_sync_deletes_what_is_gone_and_skips_what_is_unchanged(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    await ingest(client, catalog(30, per_event=10))
+    first = await start(client, connection.id)
+    assert (await finished(client, first.id))[-1].job.records_succeeded == 30
+
+    # The venue's whole catalogue is now the first 20 (event 2 dropped).
+    answer = await ingest(client, catalog(20, per_event=10), complete=True)
+    assert (answer.changed_count, answer.unchanged_count, answer.deleted_count) == (0, 20, 10)
+    full = await start(client, connection.id)
+    done = (await finished(client, full.id))[-1].job
+    assert done.status == pb.SYNC_JOB_STATUS_SUCCEEDED, done
+    assert done.records_succeeded == 10  # the 10 deletions
+    live = {
+        o["item_data"]["variations"][0]["item_variation_data"]["sku"]
+        for o in square.live_objects(kind="ITEM")
+    }
+    assert live == {f"tt-{i}" for i in range(20)}
+
+    # A full sync of an unchanged catalogue writes nothing (20 unchanged, 10 already deleted).
+    calls = square.stats.calls["catalog.batch_upsert"]
+    again = await start(client, connection.id)
+    done = (await finished(client, again.id))[-1].job
+    assert (done.records_succeeded, done.records_skipped) == (0, 30)
+    assert square.stats.calls["catalog.batch_upsert"] == calls
+
+
+async def test_one_active_job_per_connection_and_entity_and_cancel_stops_between_batches(
+    start_integration: Any, connect: Any, square: SquareServer
+) -> None:
+    # No workers: jobs stay queued until one is started below.
+    app: App = await start_integration(integration_sync_workers=0)
+    async with connect(app) as client:
+        connection = await square_connection(client)
+        await ingest(client, catalog(10))
+        job = await start(client, connection.id)
+        second = await start(client, connection.id, pb.SYNC_MODE_INCREMENTAL)
+        assert second.id == job.id
+        assert job.status == pb.SYNC_JOB_STATUS_PENDING
+
+        cancelled = await client.stub.CancelSync(
+            pb.CancelSyncRequest(idempotency_key=key(), job_id=job.id, reason="wrong venue"),
+            metadata=client.md(),
+        )
+        assert cancelled.job.status == pb.SYNC_JOB_STATUS_CANCELLED
+        messages = await finished(client, job.id)
+        assert messages[-1].job.status == pb.SYNC_JOB_STATUS_CANCELLED
+        # Once it ended, a new job may start.
+        third = await start(client, connection.id)
+        assert third.id != job.id
+        assert square.stats.calls["catalog.batch_upsert"] == 0
+
+
+async def test_cancel_of_a_running_job_stops_after_the_current_batch(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    await ingest(client, catalog(5_000))
+    square.faults.latency_s = 0.3  # each batch takes a while at Square
+    job = await start(client, connection.id)
+    seen = []
+    async for message in watch(client, job.id):
+        seen.append(message)
+        if message.job.records_succeeded >= 500 and len(seen) < 1000:
+            await client.stub.CancelSync(
+                pb.CancelSyncRequest(idempotency_key=key(), job_id=job.id),
+                metadata=client.md(),
+            )
+    last = seen[-1].job
+    assert last.status == pb.SYNC_JOB_STATUS_CANCELLED
+    assert 500 <= last.records_succeeded < 5_000
+    assert last.records_succeeded % 500 == 0  # whole batches only
+    assert len(square.live_objects(kind="ITEM")) == last.records_succeeded
+
+
+async def test_watch_resumes_after_a_sequence_and_a_venue_admin_sees_only_their_jobs(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    await ingest(client, catalog(1_200))
+    job = await start(client, connection.id)
+    messages = await finished(client, job.id)
+    middle = messages[len(messages) // 2].sequence
+    resumed = [m async for m in watch(client, job.id, after=middle)]
+    assert [m.sequence for m in resumed] == [m.sequence for m in messages if m.sequence > middle]
+    assert resumed[-1].job.status in FINAL
+
+    other = client.md("venue-admin-2", ("venue-memphis",))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.stub.GetSyncJob(pb.GetSyncJobRequest(job_id=job.id), metadata=other)
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    logs = await client.stub.ListSyncLogs(
+        pb.ListSyncLogsRequest(job_id=job.id, page_size=2), metadata=client.md()
+    )
+    assert [e.message for e in logs.entries] == ["job succeeded", "batch written"]
+    assert logs.next_page_token
+
+
+async def test_a_mapping_error_dead_letters_the_record_and_a_fixed_mapping_delivers_it(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    events = catalog(5)
+    events[0].ticket_types[2].description = ""  # fine: description is optional
+    await ingest(client, events)
+    # A mapping that requires the description (empty for tt-2).
+    defaults = await client.stub.GetFieldMappings(
+        pb.GetFieldMappingsRequest(connection_id=connection.id, entity_type=pb.ENTITY_TYPE_PRODUCT),
+        metadata=client.md(),
+    )
+    strict = []
+    for m in defaults.mappings:
+        copy = pb.FieldMapping()
+        copy.CopyFrom(m)
+        if m.internal_field == "description":
+            copy.required = True
+        strict.append(copy)
+    stored = await client.stub.SetFieldMappings(
+        pb.SetFieldMappingsRequest(
+            idempotency_key=key(), connection_id=connection.id, mappings=strict
+        ),
+        metadata=client.md(),
+    )
+    job = await start(client, connection.id)
+    done = (await finished(client, job.id))[-1].job
+    assert done.status == pb.SYNC_JOB_STATUS_PARTIAL
+    assert (done.records_succeeded, done.records_failed) == (4, 1)
+    letters = await client.stub.ListDeadLetters(
+        pb.ListDeadLettersRequest(connection_id=connection.id), metadata=client.md()
+    )
+    assert [d.record.internal_id for d in letters.dead_letters] == ["tt-2"]
+    assert square.count_ref("tt-2") == 0
+
+    # Fix the mapping (a default for the empty description) and retry.
+    for m in strict:
+        if m.internal_field == "description":
+            m.default_value = "See the venue's site"
+    await client.stub.SetFieldMappings(
+        pb.SetFieldMappingsRequest(
+            idempotency_key=key(),
+            connection_id=connection.id,
+            mappings=strict,
+            expected_version=stored.version,
+        ),
+        metadata=client.md(),
+    )
+    retried = await client.stub.RetryDeadLetters(
+        pb.RetryDeadLettersRequest(
+            idempotency_key=key(),
+            connection_id=connection.id,
+            dead_letter_ids=[letters.dead_letters[0].id],
+        ),
+        metadata=client.md(),
+    )
+    assert retried.requeued_count == 1
+    done = (await finished(client, retried.job.id))[-1].job
+    assert (done.status, done.records_succeeded) == (pb.SYNC_JOB_STATUS_SUCCEEDED, 1)
+    assert square.catalog_refs()["item-tt-2"] == 1
+    left = await client.stub.ListDeadLetters(
+        pb.ListDeadLettersRequest(connection_id=connection.id), metadata=client.md()
+    )
+    assert list(left.dead_letters) == []
+    assert square.duplicates() == {}
