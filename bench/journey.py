@@ -25,10 +25,12 @@ Stripe and Solana, lifted: they are the providers' (Stripe 90/s, a public Solana
 
 ratio = journey purchases_per_s / baseline purchases_per_s (goal ≥ 0.8: minting and notifying keep
 up with selling). Where the time goes is printed for both phases: CPU milliseconds per purchase of
-each process (PostgreSQL with its backends). On one small box every process shares the same
-cores, so the journey's throughput is bounded by its total CPU per purchase against
-CreatePayment's; in production nft and notify run on their own. The box is small and shared: run
-it when nothing else runs.
+each process (PostgreSQL with its backends), and for the journey each stage's pace (paid, mint
+queued, minted, email queued, email sent: items per second, from the services' rows), whose
+slowest is the bottleneck. `--set nft:NFT_WORKER_CONCURRENCY=32` tries a setting. On one small
+box every process shares the same cores, so the journey's throughput is bounded by its total CPU
+per purchase against CreatePayment's; in production nft and notify run on their own. The box is
+small and shared: run it when nothing else runs.
 
 Last line: `journey: ratio=<x> purchases_per_s=<n> p50_s=<n> p99_s=<n> lost=<n> duplicated=<n>`.
 """
@@ -282,21 +284,57 @@ async def journey(
     watch.sales = sales
     watch.poll()  # the warm-up's mail is seen; only new files count from here
     meter = CpuMeter(mesh)
-    meter.start()
-    started, sold = await sell(mesh, purchases, sales)
-    await watch.until_done(sold + SETTLE_S)
-    done = [s.done for s in sales.values() if s.done]
-    ended = max(done) if len(done) == len(sales) else time.monotonic()
-    print(f"journey CPU per purchase: {meter.stop(purchases)}", flush=True)
+    conn = await asyncpg.connect(mesh.postgres.url)
+    try:
+        since = await conn.fetchval("SELECT clock_timestamp()")
+        meter.start()
+        started, sold = await sell(mesh, purchases, sales)
+        await watch.until_done(sold + SETTLE_S)
+        done = [s.done for s in sales.values() if s.done]
+        ended = max(done) if len(done) == len(sales) else time.monotonic()
+        print(f"journey CPU per purchase: {meter.stop(purchases)}", flush=True)
+        print(f"journey stages: {await stages(conn, since)}", flush=True)
+    finally:
+        await conn.close()
     await asyncio.sleep(2.0)  # anything still on its way (a duplicate) lands
     watch.poll()
     return warm, sales, len(done) / (ended - started), watch
+
+
+STAGES = {
+    # stage: when each of its items finished, from the services' own rows (a bench may read them)
+    "paid": "SELECT succeeded_at AS t FROM payment.payments WHERE succeeded_at > $1",
+    "mint queued": "SELECT created_at AS t FROM nft.mint_jobs WHERE created_at > $1",
+    "minted": "SELECT minted_at AS t FROM nft.ticket_nfts WHERE minted_at > $1",
+    "email queued": "SELECT created_at AS t FROM notify.notifications WHERE created_at > $1",
+    "email sent": "SELECT sent_at AS t FROM notify.notifications WHERE sent_at > $1",
+}
+
+
+async def stages(conn: asyncpg.Connection, since: datetime) -> str:
+    """How fast each stage went (items/s from its first to its last) and when it ended: the
+    slowest stage is the journey's bottleneck."""
+    shown = []
+    for stage, sql in STAGES.items():
+        times = sorted((row["t"] - since).total_seconds() for row in await conn.fetch(sql, since))
+        if len(times) < 2:
+            continue
+        rate = len(times) / max(times[-1] - times[0], 1e-3)
+        shown.append(f"{stage} {rate:.0f}/s (last at {times[-1]:.1f}s)")
+    return ", ".join(shown)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--purchases", type=int, default=PURCHASES)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SERVICE:VAR=VALUE",
+        help="a setting for one service, e.g. nft:NFT_WORKER_CONCURRENCY=32 (repeatable)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -317,6 +355,10 @@ def main() -> None:
     }
     if args.quick:
         service_env["nft"] = {}  # QUICK lifts the solana limits already
+    for setting in args.set:
+        service, _, assignment = setting.partition(":")
+        name, _, value = assignment.partition("=")
+        service_env.setdefault(service, {})[name] = value
     mesh = ProcessMesh(
         work,
         services=("payment", "nft", "notify"),
