@@ -6,6 +6,8 @@ streamed by WatchSyncJob (resumable by sequence); one active job per connection 
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -311,3 +313,49 @@ async def test_a_mapping_error_dead_letters_the_record_and_a_fixed_mapping_deliv
     )
     assert list(left.dead_letters) == []
     assert square.duplicates() == {}
+
+
+async def test_a_due_schedule_queues_an_incremental_sync_on_one_replica(
+    start_integration: Any, connect: Any, square: SquareServer
+) -> None:
+    # Two replicas that both run the schedule job often; the schedule runs once per due time.
+    first: App = await start_integration(integration_sync_schedule_interval_s=0.1)
+    await start_integration(
+        integration_sync_schedule_interval_s=0.1, db_schema=first.settings.schema_name
+    )
+    async with connect(first) as client:
+        connection = await square_connection(client)
+        await ingest(client, catalog(7))
+        stored = await client.stub.SetSyncSchedule(
+            pb.SetSyncScheduleRequest(
+                idempotency_key=key(),
+                connection_id=connection.id,
+                entity_types=[pb.ENTITY_TYPE_PRODUCT],
+                direction=pb.SYNC_DIRECTION_PUSH,
+                interval_seconds=3600,
+                enabled=True,
+            ),
+            metadata=client.md(),
+        )
+        assert stored.schedule.enabled and stored.schedule.HasField("next_run_at")
+        assert not stored.schedule.last_job_id
+        await rows(
+            client.app,
+            "UPDATE sync_schedules SET next_run_at = now() WHERE connection_id = $1",
+            uuid.UUID(connection.id),
+        )
+        for _ in range(600):
+            found = await client.stub.GetSyncSchedule(
+                pb.GetSyncScheduleRequest(connection_id=connection.id), metadata=client.md()
+            )
+            if found.schedule.last_job_id:
+                break
+            await asyncio.sleep(0.05)
+        job_id = found.schedule.last_job_id
+        assert job_id
+        done = (await finished(client, job_id))[-1].job
+        assert done.mode == pb.SYNC_MODE_INCREMENTAL
+        assert (done.status, done.records_succeeded) == (pb.SYNC_JOB_STATUS_SUCCEEDED, 7)
+        jobs = await rows(client.app, "SELECT id FROM sync_jobs")
+        assert [str(j["id"]) for j in jobs] == [job_id]  # queued once, by one replica
+        assert found.schedule.next_run_at.ToDatetime() > stored.schedule.next_run_at.ToDatetime()

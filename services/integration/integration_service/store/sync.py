@@ -982,8 +982,8 @@ async def set_schedule(
         f"""
         INSERT INTO sync_schedules (connection_id, entities, direction, interval_s, enabled,
                                     next_run_at)
-        VALUES ($1, $2, $3, $4, $5,
-                CASE WHEN $5 THEN now() + make_interval(secs => $4) END)
+        VALUES ($1, $2, $3, $4::integer, $5,
+                CASE WHEN $5 THEN now() + make_interval(secs => $4::integer) END)
         ON CONFLICT (connection_id) DO UPDATE SET entities = EXCLUDED.entities,
             direction = EXCLUDED.direction, interval_s = EXCLUDED.interval_s,
             enabled = EXCLUDED.enabled, next_run_at = EXCLUDED.next_run_at, updated_at = now()
