@@ -47,6 +47,7 @@ from integration_service.usecases.providers import Limits, ProviderCases
 from integration_service.usecases.states import ConnectionStates
 from integration_service.usecases.sync import SyncCases
 from integration_service.usecases.tokens import RefreshRules, TokenKeeper
+from integration_service.usecases.transactions import TransactionCases
 from integration_service.usecases.vault import Vault
 from integration_service.usecases.webhooks import WebhookCases, WebhookSecrets
 from meshkit.jobs import PollingWorker
@@ -271,13 +272,14 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         ServiceRegistration.of(
             integration_pb2_grpc,
             "IntegrationService",
-            IntegrationServicer(  # type: ignore[abstract]  # RecordTransaction: UNIMPLEMENTED
+            IntegrationServicer(
                 providers=ProviderCases(enabled, limits_of(kit)),
                 oauth=oauth,
                 connections=connections,
                 webhooks=webhooks,
                 mappings=MappingCases(db=kit.db),
                 sync=sync,
+                transactions=TransactionCases(db=kit.db, sync=sync),
             ),
             policy=POLICY,
             errors=to_mesh_error,

@@ -50,7 +50,7 @@ ALLOWED = {
     # The sync engine's workers (issue 14): they run jobs with the shared steps and the stores.
     "sync": {"adapters", "store", "usecases"},
 }
-SHARED_STEPS = {"events", "states", "tokens", "vault", "metrics"}
+SHARED_STEPS = {"events", "states", "tokens", "vault", "metrics", "sync"}  # sync: queue a job
 SDKS = {
     "square": {"adapters/square.py"},
     "intuitlib": {"adapters/quickbooks.py"},

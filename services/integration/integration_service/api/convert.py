@@ -4,7 +4,7 @@ messages. Nothing here decides anything."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from integration_service.domain.catalog import ProviderSpec
 from integration_service.domain.mappings import FieldMapping, Transform
@@ -16,6 +16,7 @@ from integration_service.domain.model import (
     EntityType,
     Provider,
 )
+from integration_service.usecases import transactions as tx
 from integration_service.usecases.connections import TestResult
 from integration_service.usecases.events import PROVIDERS, STATUSES
 from integration_service.usecases.providers import ProviderOffer
@@ -223,4 +224,41 @@ def field_mapping_proto(m: FieldMapping) -> pb.FieldMapping:
         lookup=dict(m.lookup),
         date_format=m.date_format,
         time_zone=m.time_zone,
+    )
+
+
+# -- transactions ---------------------------------------------------------------------------
+
+
+def _money(m: common_pb2.Money) -> tx.Money:
+    return tx.Money(amount_minor=m.amount_minor, currency=m.currency)
+
+
+def transaction(request: pb.RecordTransactionRequest) -> tx.Transaction:
+    contact = request.buyer_contact
+    return tx.Transaction(
+        refund=request.kind == pb.TRANSACTION_KIND_REFUND,
+        payment_id=request.payment_id,
+        refund_id=request.refund_id,
+        venue_id=request.venue_id,
+        event_id=request.event_id,
+        order_id=request.order_id,
+        buyer_id=request.buyer_id,
+        buyer_name=contact.name,
+        buyer_email=contact.email,
+        buyer_phone=contact.phone,
+        marketing_consent=request.marketing_consent,
+        lines=tuple(
+            tx.Line(
+                ticket_type_id=line.ticket_type_id,
+                description=line.description,
+                unit_price=_money(line.unit_price),
+                quantity=line.quantity,
+            )
+            for line in request.lines
+        ),
+        amount=_money(request.amount),
+        fees=_money(request.fees) if request.HasField("fees") else None,
+        occurred_at=request.occurred_at.ToDatetime(tzinfo=UTC),
+        provider_reference=request.provider_reference,
     )

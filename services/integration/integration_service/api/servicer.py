@@ -20,6 +20,7 @@ from integration_service.usecases.mappings import MappingCases
 from integration_service.usecases.oauth import OAuthCases
 from integration_service.usecases.providers import ProviderCases
 from integration_service.usecases.sync import SyncCases
+from integration_service.usecases.transactions import TransactionCases
 from integration_service.usecases.webhooks import WebhookCases
 from meshkit.idempotency import idempotent
 from meshkit.paging import Page
@@ -41,6 +42,7 @@ class IntegrationServicer(SyncRpcs, integration_pb2_grpc.IntegrationServiceServi
         webhooks: WebhookCases,
         mappings: MappingCases,
         sync: SyncCases,
+        transactions: TransactionCases,
     ) -> None:
         self.providers = providers
         self.oauth = oauth
@@ -48,6 +50,7 @@ class IntegrationServicer(SyncRpcs, integration_pb2_grpc.IntegrationServiceServi
         self.webhooks = webhooks
         self.mappings = mappings
         self.sync = sync
+        self.transactions = transactions
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context
@@ -167,6 +170,17 @@ class IntegrationServicer(SyncRpcs, integration_pb2_grpc.IntegrationServiceServi
             mappings=[convert.field_mapping_proto(m) for m in found.mappings],
             version=found.version,
             defaults=found.defaults,
+        )
+
+    @idempotent
+    async def RecordTransaction(
+        self, request: pb.RecordTransactionRequest, context: Context
+    ) -> pb.RecordTransactionResponse:
+        # Only payment's service principal may call it (the policy table).
+        recorded = await self.transactions.record(convert.transaction(request))
+        return pb.RecordTransactionResponse(
+            transaction_id=recorded.transaction_id,
+            sync_job_ids=[str(j) for j in recorded.job_ids],
         )
 
     async def HandleProviderWebhook(

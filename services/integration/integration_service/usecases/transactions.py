@@ -1,0 +1,207 @@
+"""RecordTransaction: payment's relay announces a sale (PaymentSucceeded) or a refund
+(PaymentRefunded) of a venue.
+
+The transaction goes to the mirror as a PAYMENT (id = the payment id) or REFUND (id = the
+refund id) record in the `domain.mappings` shape, and its buyer as a CUSTOMER only when they
+agreed to marketing and gave an address (id = the buyer's user id, else their lower-cased
+address). Then an incremental PUSH is queued (or the active one answered) on every CONNECTED
+connection of the venue whose provider takes one of those entity types (QuickBooks receipts and
+customers, Mailchimp members, Square customers). Called with the relay's key (@idempotent): the
+same event is recorded once; the mirror skips unchanged records in any case.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from integration_service.domain import catalog
+from integration_service.domain.mappings import split_name
+from integration_service.domain.model import (
+    ConnectionFilter,
+    ConnectionStatus,
+    Direction,
+    EntityType,
+)
+from integration_service.store import connections as connections_store
+from integration_service.store import sync as sync_store
+from integration_service.usecases.sync import SYSTEM_ADMIN, SyncCases
+from meshkit.db import Database
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount_minor: int
+    currency: str
+
+    def record(self) -> dict[str, Any]:
+        return {"amount_minor": self.amount_minor, "currency": self.currency}
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    ticket_type_id: str
+    description: str
+    unit_price: Money
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    refund: bool
+    payment_id: str
+    refund_id: str
+    venue_id: str
+    event_id: str
+    order_id: str
+    buyer_id: str
+    buyer_name: str
+    buyer_email: str
+    buyer_phone: str
+    marketing_consent: bool
+    lines: tuple[Line, ...]
+    amount: Money
+    fees: Money | None
+    occurred_at: datetime
+    provider_reference: str
+
+    @property
+    def entity(self) -> EntityType:
+        return EntityType.REFUND if self.refund else EntityType.PAYMENT
+
+    @property
+    def internal_id(self) -> str:
+        return self.refund_id if self.refund else self.payment_id
+
+    @property
+    def customer_id(self) -> str:
+        return self.buyer_id or (
+            "email:" + self.buyer_email.strip().lower() if self.buyer_email else ""
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    transaction_id: str
+    job_ids: tuple[uuid.UUID, ...]
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def transaction_record(t: Transaction) -> dict[str, Any]:
+    given, family = split_name(t.buyer_name)
+    record: dict[str, Any] = {
+        "id": t.internal_id,
+        "payment_id": t.payment_id,
+        "venue_id": t.venue_id,
+        "event_id": t.event_id,
+        "order_id": t.order_id,
+        "occurred_at": _rfc3339(t.occurred_at),
+        "amount": t.amount.record(),
+        "lines": [
+            {
+                "ticket_type_id": line.ticket_type_id,
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price.record(),
+            }
+            for line in t.lines
+        ],
+        "description": f"Order {t.order_id}" if t.order_id else "",
+        "provider_reference": t.provider_reference,
+        "customer": {
+            "id": t.customer_id,
+            "email": t.buyer_email,
+            "name": t.buyer_name,
+            "given_name": given,
+            "family_name": family,
+        },
+    }
+    if t.fees is not None:
+        record["fees"] = t.fees.record()
+    if t.refund:
+        record["reason"] = "refund"
+    return record
+
+
+def customer_record(t: Transaction) -> dict[str, Any] | None:
+    """The buyer as a CUSTOMER, only with consent and an address."""
+    if not t.marketing_consent or not t.buyer_email:
+        return None
+    given, family = split_name(t.buyer_name)
+    return {
+        "id": t.customer_id,
+        "email": t.buyer_email.strip().lower(),
+        "name": t.buyer_name,
+        "given_name": given,
+        "family_name": family,
+        "phone": t.buyer_phone,
+        "marketing_consent": True,
+        "venue_id": t.venue_id,
+    }
+
+
+def takes(
+    provider_entities: Sequence[EntityType], wanted: Sequence[EntityType]
+) -> list[EntityType]:
+    return [e for e in wanted if e in provider_entities]
+
+
+class TransactionCases:
+    def __init__(self, *, db: Database, sync: SyncCases) -> None:
+        self._db = db
+        self._sync = sync
+
+    async def record(self, t: Transaction) -> Recorded:
+        records: dict[EntityType, tuple[str, Mapping[str, Any]]] = {
+            t.entity: (t.internal_id, transaction_record(t))
+        }
+        customer = customer_record(t)
+        if customer is not None:
+            records[EntityType.CUSTOMER] = (str(customer["id"]), customer)
+        async with self._db.transaction() as conn:
+            for entity, (internal_id, data) in records.items():
+                await sync_store.lock_mirror(conn, t.venue_id, entity.value)
+                await sync_store.upsert_mirror(
+                    conn, t.venue_id, entity.value, [(internal_id, data)]
+                )
+            connections = await connections_store.find(
+                conn,
+                ConnectionFilter(venue_ids=(t.venue_id,), statuses=(ConnectionStatus.CONNECTED,)),
+                limit=1000,
+                after=None,
+            )
+        jobs: list[uuid.UUID] = []
+        for connection in connections:
+            pushed = [
+                c.entity_type
+                for c in catalog.spec(connection.provider).capabilities
+                if Direction.PUSH in c.directions
+            ]
+            # One job per entity type: a running customer sync must not stand for the receipts.
+            for entity in takes(pushed, list(records)):
+                try:
+                    job = await self._sync.start(
+                        SYSTEM_ADMIN,
+                        connection.id,
+                        entities=[entity],
+                        direction=Direction.PUSH,
+                        mode="INCREMENTAL",
+                    )
+                except Exception:  # one provider's trouble must not lose the others' push
+                    _log.warning(
+                        "transaction push not queued",
+                        extra={"connection_id": str(connection.id), "entity": entity.value},
+                        exc_info=True,
+                    )
+                    continue
+                jobs.append(job.id)
+        return Recorded(t.internal_id, tuple(jobs))
