@@ -121,7 +121,12 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
     )
     kit.add_http_route("POST", stripe_webhook.PATH, stripe_webhook.route(webhooks))
     reconciliation.schedule(kit, reconciler, settings.reconcile_interval_s)
-    relay = PaymentRelay(kit.clients, timeout_s=settings.relay_call_timeout_s)
+    relay = PaymentRelay(
+        kit.clients,
+        timeout_s=settings.relay_call_timeout_s,
+        # Only with a configured integration target (make run and k8s set it).
+        to_integration="integration_grpc_target" in settings.model_fields_set,
+    )
     add_event_relay(
         kit, EventRouter(relay.routes(), registry=kit.registry, relay="payment"), settings
     )

@@ -8,12 +8,16 @@ from datetime import UTC, datetime
 
 from meshkit.validation import RequestValidator
 from payment_service.jobs.relay import (
+    FEES_LINE,
     mint_request,
     payment_failed_message,
     refund_message,
+    refund_transaction,
     revoke_request,
+    sale_transaction,
 )
 from tickettoken.common.v1 import common_pb2
+from tickettoken.integration.v1 import integration_pb2
 from tickettoken.nft.v1 import nft_pb2
 from tickettoken.notify.v1 import notify_pb2
 from tickettoken.payment.v1 import events_pb2, payment_pb2
@@ -173,3 +177,54 @@ def test_the_payment_failed_message_goes_by_email_only() -> None:
     # No SMS version of this template: a buyer with a phone number only gets nothing.
     event.buyer_contact.email = ""
     assert payment_failed_message(event, str(uuid.uuid4())) is None
+
+
+def test_a_sale_for_the_venues_books_adds_up_to_the_total() -> None:
+    event = succeeded(WALLET)
+    event.tickets.append(
+        events_pb2.TicketLine(
+            ticket_id="t-3",
+            ticket_type_id="ga",
+            description="General Admission",
+            unit_price=usd(5_000),
+        )
+    )
+    event.total.CopyFrom(usd(19_450))  # 17,500 of tickets + 1,950 of fees and taxes
+    event.marketing_consent = True
+    event.provider_payment_id = "pi_123"
+    event.succeeded_at.FromDatetime(datetime(2026, 5, 1, 18, 0, tzinfo=UTC))
+    key = str(uuid.uuid4())
+    request = sale_transaction(event, key)
+    assert VALIDATOR.violations(request) == []
+    assert (request.idempotency_key, request.kind) == (key, integration_pb2.TRANSACTION_KIND_SALE)
+    assert [
+        (line.ticket_type_id, line.quantity, line.unit_price.amount_minor) for line in request.lines
+    ] == [
+        ("ga", 2, 5_000),
+        ("orchestra", 1, 7_500),
+        ("", 1, 1_950),
+    ]
+    assert request.lines[2].description == FEES_LINE
+    total = sum(line.unit_price.amount_minor * line.quantity for line in request.lines)
+    assert total == request.amount.amount_minor == 19_450
+    assert request.fees.amount_minor == 1_950
+    assert request.marketing_consent and request.buyer_contact.email == "ada@example.com"
+    assert not request.buyer_contact.wallet_address  # integration needs no wallet
+    assert (request.payment_id, request.provider_reference) == ("pay-1", "pi_123")
+    assert sale_transaction(event, key).SerializeToString(deterministic=True) == (
+        request.SerializeToString(deterministic=True)
+    )
+
+
+def test_a_refund_for_the_venues_books() -> None:
+    event = refunded(venue_id="venue-1", provider_refund_id="re_1")
+    event.refunded_at.FromDatetime(datetime(2026, 5, 2, 9, 0, tzinfo=UTC))
+    request = refund_transaction(event, str(uuid.uuid4()))
+    assert VALIDATOR.violations(request) == []
+    assert request.kind == integration_pb2.TRANSACTION_KIND_REFUND
+    assert (request.payment_id, request.refund_id, request.amount.amount_minor) == (
+        "pay-1",
+        "ref-1",
+        5_000,
+    )
+    assert not request.marketing_consent and list(request.lines) == []

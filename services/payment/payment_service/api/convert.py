@@ -137,6 +137,7 @@ def create_request(request: payment_pb2.CreatePaymentRequest) -> CreatePayment:
         metadata=dict(request.metadata),
         expected_total=expected,
         return_url=request.return_url,
+        marketing_consent=request.marketing_consent,
     )
 
 

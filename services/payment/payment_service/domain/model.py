@@ -122,6 +122,8 @@ class Payment:
     # carries it, and settlement by a webhook continues it.
     traceparent: str = ""
     tracestate: str = ""
+    # The buyer agreed to the venue's marketing (the venue's tools receive them only then).
+    marketing_consent: bool = False
 
     @property
     def refundable(self) -> int:
@@ -222,6 +224,7 @@ class NewPayment:
     provider_payment_id: str | None = None
     traceparent: str = ""
     tracestate: str = ""
+    marketing_consent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,15 @@
                                             refund lists every ticket), reason REFUND,
                                             reference = the refund id
                    → notify refund_issued   email to the buyer
+                   → integration.RecordTransaction  (REFUND: the venue's books)
+  PaymentSucceeded → integration.RecordTransaction  (SALE: the venue's books, and the buyer to
+                                            its marketing tools when they consented)
   PaymentFailed    → notify payment_failed  email to the buyer
   PayoutCreated    → (no route: delivered as a no-op)
+
+The integration routes exist when payment has an integration target configured
+(INTEGRATION_GRPC_TARGET: `make run`, the k8s ConfigMap); a payment process without one relays
+nothing to integration.
 
 Idempotency keys (`Delivery.key`): uuid5 of (event id, route name, part) — MintTickets and the
 messages one key per event, RevokeTicket one per (event, ticket). Messages also carry a business
@@ -31,6 +38,8 @@ from typing import Any
 from meshkit.clients import MeshClients
 from meshkit.notices import money_text, notification
 from meshkit.routing import Delivery, Route, each
+from tickettoken.common.v1 import common_pb2
+from tickettoken.integration.v1 import integration_pb2
 from tickettoken.nft.v1 import nft_pb2
 from tickettoken.notify.v1 import notify_pb2
 from tickettoken.payment.v1 import events_pb2, payment_pb2
@@ -39,6 +48,9 @@ MINT = "nft.mint_tickets"
 REVOKE = "nft.revoke_ticket"
 PAYMENT_FAILED = "notify.payment_failed"
 REFUND_ISSUED = "notify.refund_issued"
+RECORD_SALE = "integration.record_sale"
+RECORD_REFUND = "integration.record_refund"
+FEES_LINE = "Fees and taxes"
 
 TICKET_TYPE_MAX = 32  # TicketToMint.ticket_type
 NOTE_MAX = 500  # RevokeTicketRequest.note
@@ -135,22 +147,117 @@ def refund_message(
     )
 
 
+def sale_transaction(
+    event: events_pb2.PaymentSucceeded, key: str
+) -> integration_pb2.RecordTransactionRequest:
+    """The sale for the venue's books: one line per ticket type and price (quantities summed,
+    in cart order) and one line of the fees and taxes, so the lines add up to the total."""
+    grouped: dict[tuple[str, str, str, int], int] = {}
+    for t in event.tickets:
+        line = (t.ticket_type_id, t.description, t.unit_price.currency, t.unit_price.amount_minor)
+        grouped[line] = grouped.get(line, 0) + 1
+    lines = [
+        integration_pb2.TransactionLine(
+            ticket_type_id=type_id,
+            description=description,
+            unit_price=common_pb2.Money(currency=currency, amount_minor=amount),
+            quantity=quantity,
+        )
+        for (type_id, description, currency, amount), quantity in grouped.items()
+    ]
+    fees = event.total.amount_minor - sum(
+        line.unit_price.amount_minor * line.quantity for line in lines
+    )
+    if fees > 0:
+        lines.append(
+            integration_pb2.TransactionLine(
+                description=FEES_LINE,
+                unit_price=common_pb2.Money(currency=event.total.currency, amount_minor=fees),
+                quantity=1,
+            )
+        )
+    request = integration_pb2.RecordTransactionRequest(
+        idempotency_key=key,
+        kind=integration_pb2.TRANSACTION_KIND_SALE,
+        payment_id=event.payment_id,
+        venue_id=event.venue_id,
+        event_id=event.event_id,
+        order_id=event.order_id,
+        buyer_id=event.buyer_id,
+        buyer_contact=common_pb2.ContactInfo(
+            name=event.buyer_contact.name,
+            email=event.buyer_contact.email,
+            phone=event.buyer_contact.phone,
+        ),
+        marketing_consent=event.marketing_consent,
+        lines=lines,
+        amount=event.total,
+        provider_reference=event.provider_payment_id,
+        occurred_at=event.succeeded_at,
+    )
+    if fees > 0:
+        request.fees.CopyFrom(common_pb2.Money(currency=event.total.currency, amount_minor=fees))
+    return request
+
+
+def refund_transaction(
+    event: events_pb2.PaymentRefunded, key: str
+) -> integration_pb2.RecordTransactionRequest:
+    """The refund for the venue's books (an amount: the refund receipt has one line of it)."""
+    return integration_pb2.RecordTransactionRequest(
+        idempotency_key=key,
+        kind=integration_pb2.TRANSACTION_KIND_REFUND,
+        payment_id=event.payment_id,
+        refund_id=event.refund_id,
+        venue_id=event.venue_id,
+        event_id=event.event_id,
+        order_id=event.order_id,
+        buyer_id=event.buyer_id,
+        buyer_contact=common_pb2.ContactInfo(
+            name=event.buyer_contact.name, email=event.buyer_contact.email
+        ),
+        amount=event.amount,
+        provider_reference=event.provider_refund_id,
+        occurred_at=event.refunded_at,
+    )
+
+
 class PaymentRelay:
     """The actions of payment's routes, calling nft and notify through the kit's mesh clients
     (service token `svc:payment`, request id, deadline `timeout_s` per call)."""
 
-    def __init__(self, clients: MeshClients, *, timeout_s: float) -> None:
+    def __init__(
+        self, clients: MeshClients, *, timeout_s: float, to_integration: bool = False
+    ) -> None:
+        self._clients = clients
         self._nft = clients.nft
         self._notify = clients.notify
         self._timeout = timeout_s
+        self._to_integration = to_integration
 
     def routes(self) -> list[Route[Any]]:
-        return [
+        routes: list[Route[Any]] = [
             Route(events_pb2.PaymentSucceeded, MINT, self.mint_tickets),
             Route(events_pb2.PaymentFailed, PAYMENT_FAILED, self.payment_failed),
             Route(events_pb2.PaymentRefunded, REVOKE, self.revoke_tickets),
             Route(events_pb2.PaymentRefunded, REFUND_ISSUED, self.refund_issued),
         ]
+        if self._to_integration:
+            routes += [
+                Route(events_pb2.PaymentSucceeded, RECORD_SALE, self.record_sale),
+                Route(events_pb2.PaymentRefunded, RECORD_REFUND, self.record_refund),
+            ]
+        return routes
+
+    async def record_sale(self, event: events_pb2.PaymentSucceeded, delivery: Delivery) -> None:
+        await self._clients.integration.RecordTransaction(
+            sale_transaction(event, delivery.key()), timeout=self._timeout
+        )
+
+    async def record_refund(self, event: events_pb2.PaymentRefunded, delivery: Delivery) -> None:
+        await self._clients.integration.RecordTransaction(
+            refund_transaction(event, delivery.key()), timeout=self._timeout
+        )
 
     async def mint_tickets(self, event: events_pb2.PaymentSucceeded, delivery: Delivery) -> None:
         if not event.tickets:

@@ -222,6 +222,7 @@ def _payment(row: asyncpg.Record) -> Payment:
         late_capture_at=row["late_capture_at"],
         traceparent=row.get("traceparent") or "",
         tracestate=row.get("tracestate") or "",
+        marketing_consent=bool(row.get("marketing_consent")),
     )
 
 
@@ -331,9 +332,10 @@ async def insert(conn: asyncpg.Connection, p: NewPayment) -> bool:
                                   subtotal, platform_fee, gas_fee, tax_total, total,
                                   payment_method_id, provider_payment_id, line_items, fees,
                                   buyer_contact, event_details, metadata, created_by,
-                                  traceparent, tracestate)
+                                  traceparent, tracestate, marketing_consent)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                    $15::jsonb, $16::jsonb, $17::jsonb, $18::jsonb, $19::jsonb, $20, $21, $22)
+                    $15::jsonb, $16::jsonb, $17::jsonb, $18::jsonb, $19::jsonb, $20, $21, $22,
+                    $23)
             ON CONFLICT (id) DO NOTHING RETURNING id
             """,
             p.id,
@@ -358,6 +360,7 @@ async def insert(conn: asyncpg.Connection, p: NewPayment) -> bool:
             p.created_by,
             p.traceparent or None,
             p.tracestate or None,
+            p.marketing_consent,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "payments_order_live_idx":

@@ -105,6 +105,7 @@ def payment_succeeded(p: Payment) -> events_pb2.PaymentSucceeded:
         provider=p.provider,
         provider_payment_id=p.provider_payment_id or "",
         metadata=dict(p.metadata),
+        marketing_consent=p.marketing_consent,
     )
     if p.fees is not None:
         event.fees.CopyFrom(fees_proto(p.fees))

@@ -68,6 +68,7 @@ class CreatePayment:
     metadata: Mapping[str, str]
     expected_total: int | None = None
     return_url: str = ""
+    marketing_consent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ class Payments:
                     created_by=actor,
                     traceparent=trace.traceparent,
                     tracestate=trace.tracestate,
+                    marketing_consent=order.marketing_consent,
                 ),
             )
             if inserted:

@@ -112,6 +112,7 @@ class PaymentSucceeded(_message.Message):
     PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     SUCCEEDED_AT_FIELD_NUMBER: _builtins.int
+    MARKETING_CONSENT_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """Our payment id (aggregate id)."""
     order_id: _builtins.str
@@ -126,6 +127,8 @@ class PaymentSucceeded(_message.Message):
     """Payment provider, e.g. "stripe"."""
     provider_payment_id: _builtins.str
     """The provider's id for the payment, e.g. Stripe PaymentIntent "pi_..."."""
+    marketing_consent: _builtins.bool
+    """The buyer agreed to the venue's marketing (CreatePayment's marketing_consent)."""
     @_builtins.property
     def buyer_contact(self) -> _common_pb2.ContactInfo:
         """Where to send the receipt and tickets (email, phone, wallet for the NFTs)."""
@@ -171,10 +174,11 @@ class PaymentSucceeded(_message.Message):
         provider_payment_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         succeeded_at: _timestamp_pb2.Timestamp | None = ...,
+        marketing_consent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "event", b"event", "fees", b"fees", "succeeded_at", b"succeeded_at", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "event", b"event", "event_id", b"event_id", "fees", b"fees", "metadata", b"metadata", "order_id", b"order_id", "payment_id", b"payment_id", "provider", b"provider", "provider_payment_id", b"provider_payment_id", "succeeded_at", b"succeeded_at", "tickets", b"tickets", "total", b"total", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "event", b"event", "event_id", b"event_id", "fees", b"fees", "marketing_consent", b"marketing_consent", "metadata", b"metadata", "order_id", b"order_id", "payment_id", b"payment_id", "provider", b"provider", "provider_payment_id", b"provider_payment_id", "succeeded_at", b"succeeded_at", "tickets", b"tickets", "total", b"total", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1081,6 +1081,7 @@ class CreatePaymentRequest(_message.Message):
     RETURN_URL_FIELD_NUMBER: _builtins.int
     EXPECTED_TOTAL_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    MARKETING_CONSENT_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Client-generated UUID; the same key replays the stored response."""
     order_id: _builtins.str
@@ -1101,6 +1102,10 @@ class CreatePaymentRequest(_message.Message):
     """Token proving the buyer passed the event's waiting room."""
     return_url: _builtins.str
     """URL the buyer returns to after 3-D Secure."""
+    marketing_consent: _builtins.bool
+    """True when the buyer agreed to the venue's marketing: the venue's tools (Mailchimp, the
+    customer lists of Square and QuickBooks) receive the buyer only then.
+    """
     @_builtins.property
     def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]:
         """The cart; at most the per-order ticket limit in total."""
@@ -1141,10 +1146,11 @@ class CreatePaymentRequest(_message.Message):
         return_url: _builtins.str = ...,
         expected_total: _common_pb2.Money | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        marketing_consent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "event", b"event", "expected_total", b"expected_total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "currency", b"currency", "device_fingerprint", b"device_fingerprint", "event", b"event", "event_id", b"event_id", "expected_total", b"expected_total", "idempotency_key", b"idempotency_key", "line_items", b"line_items", "metadata", b"metadata", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "return_url", b"return_url", "venue_id", b"venue_id", "waiting_room_token", b"waiting_room_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_contact", b"buyer_contact", "buyer_id", b"buyer_id", "currency", b"currency", "device_fingerprint", b"device_fingerprint", "event", b"event", "event_id", b"event_id", "expected_total", b"expected_total", "idempotency_key", b"idempotency_key", "line_items", b"line_items", "marketing_consent", b"marketing_consent", "metadata", b"metadata", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "return_url", b"return_url", "venue_id", b"venue_id", "waiting_room_token", b"waiting_room_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
