@@ -1,5 +1,6 @@
-"""SyncContexts for writer tests: a connection made by the OAuth dance, calling the provider
-through the service's own TokenKeeper and guard, as the sync engine does."""
+"""SyncContexts for writer tests: a connection made by the OAuth dance (Stripe: a restricted
+API key), calling the provider through the service's own TokenKeeper and guard, as the sync
+engine does."""
 
 from __future__ import annotations
 
@@ -14,16 +15,27 @@ from integration_service.domain import mappings as mp
 from integration_service.domain.model import SYSTEM, EntityType, Provider
 from integration_service.store import connections as connections_store
 from integration_service.sync.ports import OutRecord, SyncContext
-from tests.integration.integration.support import Client
+from tests.integration.integration.support import VENUE, Client
+from tickettoken.integration.v1 import integration_pb2 as pb
 
 Contexts = Callable[[EntityType], SyncContext]
+STRIPE_RESTRICTED_KEY = "rk_test_meshdev_venue_catalogue_0001"
 
 
 @contextlib.asynccontextmanager
 async def writer_contexts(
     client: Client, provider: int, api_base: str = ""
 ) -> AsyncIterator[Contexts]:
-    made = await client.dance(provider)
+    if provider == pb.PROVIDER_STRIPE:
+        request = pb.ConnectWithApiKeyRequest(
+            idempotency_key=str(uuid.uuid4()),
+            venue_id=VENUE,
+            provider=provider,
+            api_key=STRIPE_RESTRICTED_KEY,
+        )
+        made = (await client.stub.ConnectWithApiKey(request, metadata=client.md())).connection
+    else:
+        made = await client.dance(provider)
     app = client.app
     assert app.kit is not None
     kit = app.kit
