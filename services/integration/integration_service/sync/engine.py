@@ -103,6 +103,8 @@ class EngineSettings:
     lease_s: float = 30.0
     """How long a claimed job stays ours without a heartbeat."""
     deletes_batch: int = 100
+    max_attempts: int = 20
+    """Claims of one job (each after a worker died or a step failed) before it is FAILED."""
 
 
 class LeaseLost(Exception):
@@ -168,6 +170,12 @@ class SyncEngine:
             "sync job claimed",
             extra={"job_id": str(job.id), "attempt": job.attempts, "status": job.status},
         )
+        if job.attempts > self._settings.max_attempts:
+            # Claimed over and over (each worker died or failed on it): stop trying.
+            await self._finish(
+                job, "FAILED", "too_many_attempts", f"abandoned after {job.attempts - 1} attempts"
+            )
+            return True
         work = asyncio.create_task(self._run(job), name=f"sync:{job.id}")
         beat = asyncio.create_task(self._heartbeat(job.id, work), name=f"sync-beat:{job.id}")
         try:
