@@ -359,3 +359,24 @@ async def test_a_due_schedule_queues_an_incremental_sync_on_one_replica(
         jobs = await rows(client.app, "SELECT id FROM sync_jobs")
         assert [str(j["id"]) for j in jobs] == [job_id]  # queued once, by one replica
         assert found.schedule.next_run_at.ToDatetime() > stored.schedule.next_run_at.ToDatetime()
+
+
+async def test_a_watcher_that_disconnects_costs_the_job_nothing(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    await ingest(client, catalog(2_000))
+    square.faults.latency_s = 0.1
+    job = await start(client, connection.id)
+    call = client.stub.WatchSyncJob(pb.WatchSyncJobRequest(job_id=job.id), metadata=client.md())
+    first = await call.read()
+    assert isinstance(first, pb.WatchSyncJobResponse) and first.job.id == job.id
+    call.cancel()  # the client goes away mid-stream
+    done = (await finished(client, job.id))[-1].job  # a new watcher sees it to its end
+    assert (done.status, done.records_succeeded) == (pb.SYNC_JOB_STATUS_SUCCEEDED, 2_000)
+    errors = await client.stub.ListSyncLogs(
+        pb.ListSyncLogsRequest(job_id=job.id, min_level=pb.LOG_LEVEL_WARNING),
+        metadata=client.md(),
+    )
+    assert list(errors.entries) == []
+    assert square.duplicates() == {}
