@@ -380,3 +380,25 @@ async def test_a_watcher_that_disconnects_costs_the_job_nothing(
     )
     assert list(errors.entries) == []
     assert square.duplicates() == {}
+
+
+async def test_a_provider_down_fails_the_job_and_the_next_sends_its_batch_first(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    await ingest(client, catalog(1_000))
+    square.fail_next(3, 503)  # every attempt the guard makes at the first batch
+    job = await start(client, connection.id)
+    failed = (await finished(client, job.id))[-1].job
+    assert failed.status == pb.SYNC_JOB_STATUS_FAILED
+    assert failed.error_code and failed.records_succeeded == 0
+    pending = await rows(client.app, "SELECT pending FROM sync_cursors")
+    assert pending[0]["pending"] is not None  # the batch that may have reached Square
+
+    again = await start(client, connection.id)
+    done = (await finished(client, again.id))[-1].job
+    assert done.status == pb.SYNC_JOB_STATUS_SUCCEEDED, done
+    assert done.records_processed == done.records_total == 1_000
+    assert len(square.live_objects(kind="ITEM")) == 1_000
+    assert square.duplicates() == {}
+    assert (await rows(client.app, "SELECT pending FROM sync_cursors"))[0]["pending"] is None

@@ -299,9 +299,12 @@ class SyncCases:
                 rows = await s.progress_after(conn, job_id, last)
             for row in rows:
                 last = row.seq
-                yield job, row
                 if row.status in s.TERMINAL:
+                    async with self._db.acquire() as conn:
+                        job = await s.get_job(conn, job_id) or job  # its error and finish time
+                    yield job, row
                     return
+                yield job, row
             if not rows:
                 await asyncio.sleep(self.watch_poll_s)
 
