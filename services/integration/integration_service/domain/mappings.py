@@ -876,6 +876,8 @@ def apply_inbound(
             return MappingError(
                 bad.code, m.external_field, f"{m.external_field} → {m.internal_field}: {bad}"
             )
+        if _source_type(m.entity, m) is FieldType.CURRENCY and isinstance(mapped, str):
+            mapped = mapped.upper()  # ISO 4217 codes are ours in upper case ("usd" at Stripe)
         set_path(out, m.internal_field, mapped)
     return out
 
