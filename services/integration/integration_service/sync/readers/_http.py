@@ -30,7 +30,11 @@ async def request(
     params: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     scope: str | None = None,
+    refused_ok: bool = False,
 ) -> Any:
+    """The decoded answer; with `refused_ok` a 4xx answer (not 401/403) is returned too (for
+    callers that read per-record errors from it)."""
+
     async def send(_connection: Connection, credential: Credential) -> Any:
         async def attempt() -> httpx.Response:
             response = await ctx.http.request(
@@ -54,7 +58,7 @@ async def request(
         if response.status_code in (401, 403):
             raise GrantRefused("unauthorized", f"{ctx.connection.provider.value} refused the token")
         body = response.json() if response.content else {}
-        if response.status_code >= 400:
+        if response.status_code >= 400 and not refused_ok:
             raise ProviderRejected(str(response.status_code), json.dumps(body)[:300])
         return body
 

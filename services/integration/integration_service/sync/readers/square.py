@@ -21,6 +21,7 @@ from integration_service.domain.model import EntityType, Provider
 from integration_service.sync.ports import InRecord, SyncContext
 from integration_service.sync.readers._http import (
     decode,
+    earlier,
     end,
     mid,
     request,
@@ -110,7 +111,7 @@ class SquareCatalogReader:
                 "limit": self.page_size,
             }
             if bound.since:
-                body["begin_time"] = bound.since
+                body["begin_time"] = earlier(bound.since)  # strict, in whole seconds
             if page:
                 body["cursor"] = page
             answer = await request(
