@@ -7,13 +7,16 @@ streamed by WatchSyncJob (resumable by sequence); one active job per connection 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
+from meshdev.standins import square as sq
 from meshdev.standins.square import SquareServer
 from meshkit.server import App
 from tests.integration.integration.support import VENUE, Client, key, rows
@@ -402,3 +405,78 @@ async def test_a_provider_down_fails_the_job_and_the_next_sends_its_batch_first(
     assert len(square.live_objects(kind="ITEM")) == 1_000
     assert square.duplicates() == {}
     assert (await rows(client.app, "SELECT pending FROM sync_cursors"))[0]["pending"] is None
+
+
+async def test_a_pull_brings_square_changes_into_the_mirror_and_the_next_push_echoes_nothing(
+    client: Client, square: SquareServer
+) -> None:
+    connection = await square_connection(client)
+    await ingest(client, catalog(3))
+    pushed = (await finished(client, (await start(client, connection.id)).id))[-1].job
+    assert pushed.records_succeeded == 3
+    # At Square, the venue renames one item and adds one of its own.
+    item = next(
+        o
+        for o in square.live_objects(kind="ITEM")
+        if o["id"] and o["item_data"]["name"] == "Ticket 1"
+    )
+    item["item_data"]["name"] = "Ticket 1 (late entry)"
+    # (the default mapping reads the name back from the variation as well)
+    item["item_data"]["variations"][0]["item_variation_data"]["name"] = "Ticket 1 (late entry)"
+    new_item = {
+        "type": "ITEM",
+        "id": "#merch",
+        "item_data": {
+            "name": "Tour poster",
+            "variations": [
+                {
+                    "type": "ITEM_VARIATION",
+                    "id": "#merch-v",
+                    "item_variation_data": {
+                        "name": "Tour poster",
+                        "sku": "poster",
+                        "pricing_type": "FIXED_PRICING",
+                        "price_money": {"amount": 1500, "currency": "USD"},
+                    },
+                }
+            ],
+        },
+    }
+    async with httpx.AsyncClient(base_url=square.url) as http:
+        answer = await http.post(
+            "/v2/catalog/batch-upsert",
+            json={"idempotency_key": key(), "batches": [{"objects": [item, new_item]}]},
+            headers={"Authorization": f"Bearer {sq.DEV_ACCESS_TOKEN}"},
+        )
+        assert answer.status_code == 200, answer.text
+    calls = square.stats.calls["catalog.batch_upsert"]
+
+    pulled = await client.stub.StartSync(
+        pb.StartSyncRequest(
+            idempotency_key=key(),
+            connection_id=connection.id,
+            entity_types=[pb.ENTITY_TYPE_PRODUCT],
+            direction=pb.SYNC_DIRECTION_PULL,
+            mode=pb.SYNC_MODE_INCREMENTAL,
+        ),
+        metadata=client.md(),
+    )
+    done = (await finished(client, pulled.job.id))[-1].job
+    assert done.status == pb.SYNC_JOB_STATUS_SUCCEEDED, done
+    mirror = {
+        r["internal_id"]: json.loads(r["data"])
+        for r in await rows(client.app, "SELECT internal_id, data FROM mirror_records")
+    }
+    assert mirror["tt-1"]["name"] == "Ticket 1 (late entry)"
+    assert mirror["tt-1"]["event"]["name"] == "Show 0"  # what Square does not hold is kept
+    assert mirror["tt-0"]["name"] == "Ticket 0"
+    assert mirror["poster"]["price"] == {"amount_minor": 1500, "currency": "USD"}
+
+    # Pushing back to Square sends nothing: it holds all of this already.
+    echo = (
+        await finished(client, (await start(client, connection.id, pb.SYNC_MODE_INCREMENTAL)).id)
+    )[-1].job
+    assert echo.status == pb.SYNC_JOB_STATUS_SUCCEEDED
+    assert echo.records_succeeded == 0
+    assert square.stats.calls["catalog.batch_upsert"] == calls
+    assert square.duplicates() == {}

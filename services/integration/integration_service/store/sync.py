@@ -144,6 +144,20 @@ async def read_mirror(
     ]
 
 
+async def mirror_data(
+    conn: asyncpg.Connection, venue_id: str, entity: str, ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The live records' data by internal id (the ids found)."""
+    rows = await conn.fetch(
+        "SELECT internal_id, data FROM mirror_records "
+        "WHERE venue_id = $1 AND entity = $2 AND NOT deleted AND internal_id = ANY($3::text[])",
+        venue_id,
+        entity,
+        list(ids),
+    )
+    return {r["internal_id"]: dict(_json(r["data"])) for r in rows}
+
+
 async def count_mirror(
     conn: asyncpg.Connection,
     venue_id: str,

@@ -700,31 +700,55 @@ class SyncEngine:
             )
             upserts: list[tuple[str, Mapping[str, Any]]] = []
             removed: list[str] = []
+            removed_external: list[str] = []
             failures: list[tuple[str, str, str, str, bool]] = []
-            new_ids: list[tuple[str, str, str]] = []
+            links: list[tuple[str, str, str]] = []
+            mapped: list[tuple[InRecord, dict[str, Any]]] = []
             for rec in page:
-                internal_id = (
-                    known.get(rec.external_id) or f"{connection.provider.value}:{rec.external_id}"
-                )
                 if rec.deleted:
-                    removed.append(internal_id)
+                    if rec.external_id in known:
+                        removed.append(known[rec.external_id])
+                        removed_external.append(rec.external_id)
                     continue
                 fields, error = map_inbound(
                     stored, connection.provider, entity, rec.fields, currency
                 )
                 if error is not None or fields is None:
                     code, message, retryable = error or ("mapping_failed", "", False)
+                    internal_id = known.get(rec.external_id) or rec.external_id
                     failures.append((internal_id, rec.external_id, code, message, retryable))
                     continue
-                upserts.append((internal_id, fields))
-                if rec.external_id not in known:
-                    new_ids.append((internal_id, rec.external_id, ""))
+                mapped.append((rec, fields))
+            # Our id: the id map's; else the id the provider record carries in a mapped field
+            # (e.g. the SKU we wrote); else a new one named after the provider's id.
+            internal_ids = {
+                rec.external_id: known.get(rec.external_id)
+                or (str(fields["id"]) if isinstance(fields.get("id"), str) and fields["id"] else "")
+                or f"{connection.provider.value}:{rec.external_id}"
+                for rec, fields in mapped
+            }
+            current_data = await s.mirror_data(
+                conn, job.venue_id, entity.value, list(internal_ids.values())
+            )
+            for rec, fields in mapped:
+                internal_id = internal_ids[rec.external_id]
+                # Merge into what we hold: an unchanged provider record changes nothing (no
+                # new seq, so no echo to the other connections).
+                data = deep_merge(current_data.get(internal_id, {}), fields)
+                data["id"] = internal_id
+                upserts.append((internal_id, data))
+                outbound, _ = map_outbound(stored, connection.provider, entity, data)
+                # The id map's hash is what we would write back: the next push skips it.
+                links.append(
+                    (internal_id, rec.external_id, s.content_hash(outbound) if outbound else "")
+                )
             await s.lock_mirror(conn, job.venue_id, entity.value)
             changed = await s.upsert_mirror(
                 conn, job.venue_id, entity.value, upserts, origin=origin
             )
             gone = await s.delete_mirror(conn, job.venue_id, entity.value, removed, origin)
-            await s.put_id_map(conn, job.connection_id, entity.value, new_ids)
+            await s.put_id_map(conn, job.connection_id, entity.value, links)
+            await s.drop_id_map(conn, job.connection_id, entity.value, removed_external)
             await s.dead_letter(
                 conn,
                 connection_id=job.connection_id,
@@ -756,6 +780,17 @@ class SyncEngine:
                     entity=entity.value,
                     details={"changed": changed, "deleted": gone, "failed": len(failures)},
                 )
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `update`'s values (nested dicts merged, other values replaced)."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 class _Unsupported(IntegrationError):
