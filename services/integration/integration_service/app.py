@@ -32,12 +32,13 @@ from integration_service.api.servicer import IntegrationServicer
 from integration_service.domain.model import Provider
 from integration_service.domain.tokens import RefreshTiming
 from integration_service.http import routes
-from integration_service.jobs import housekeeping, refresh
+from integration_service.jobs import changes, housekeeping, refresh
 from integration_service.policy import POLICY
 from integration_service.settings import IntegrationSettings
 from integration_service.store import mappings as mappings_store
 from integration_service.store.oauth_states import OAuthStates
 from integration_service.sync.engine import EngineSettings, SyncEngine
+from integration_service.usecases.changes import ChangeCases
 from integration_service.usecases.connections import ConnectionCases
 from integration_service.usecases.events import IntegrationEvents
 from integration_service.usecases.mappings import MappingCases
@@ -52,6 +53,7 @@ from integration_service.usecases.vault import Vault
 from integration_service.usecases.webhooks import WebhookCases, WebhookSecrets
 from meshkit.jobs import PollingWorker
 from meshkit.resilience import Guard, Guards, ProviderGuard, ProviderPolicy
+from meshkit.routing import EventRouter
 from meshkit.server import Kit, ServiceDefinition, ServiceRegistration
 from tickettoken.integration.v1 import integration_pb2_grpc
 
@@ -268,6 +270,13 @@ async def build(kit: Kit) -> Sequence[ServiceRegistration]:
         )
     kit.add_leased_job(housekeeping.NAME, 3600.0, housekeeping.job(kit.db))
     sync = build_sync(settings, kit, tokens)
+    # integration's own relay: a provider's change (verified webhook) → an incremental pull.
+    kit.add_outbox_relay(
+        EventRouter(
+            changes.routes(ChangeCases(sync=sync)), registry=kit.registry, relay="integration"
+        ),
+        name="integration-relay",
+    )
     return [
         ServiceRegistration.of(
             integration_pb2_grpc,
