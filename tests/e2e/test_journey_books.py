@@ -33,6 +33,7 @@ from tests.e2e.test_journey import (
     VENUE,
     Mesh,
     email_contact,
+    event_details,
     eventually,
     settled,
     ticket_ids,
@@ -171,6 +172,7 @@ async def buy(mesh: Mesh, *, tickets: int, consent: bool) -> tuple[payment_pb2.P
         currency="USD",
         payment_method_id="pm_card_visa",
         buyer_contact=contact,
+        event=event_details(),  # nft refuses a mint without the event's facts
         marketing_consent=consent,
     )
     reply = await mesh.pay.CreatePayment(
