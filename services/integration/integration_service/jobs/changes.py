@@ -30,7 +30,9 @@ def routes(changes: ChangeCases) -> list[Route[Any]]:
         if event.entity_type:
             entity = EntityType(pb.EntityType.Name(event.entity_type).removeprefix("ENTITY_TYPE_"))
         try:
-            job = await changes.pull_changes(uuid.UUID(event.connection_id), provider, entity)
+            job = await changes.pull_changes(
+                uuid.UUID(event.connection_id), provider, entity, list(event.external_ids)
+            )
         except (Refused, NotFound) as refused:  # e.g. no longer CONNECTED, or gone
             delivery.skip(refused.message)
             return

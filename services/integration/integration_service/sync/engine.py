@@ -48,7 +48,7 @@ from integration_service.domain.model import SYSTEM, Connection, EntityType, Pro
 from integration_service.store import connections as connections_store
 from integration_service.store import sync as s
 from integration_service.sync import registry
-from integration_service.sync.ports import InRecord, OutRecord, SyncContext, WriteResult
+from integration_service.sync.ports import Fetcher, InRecord, OutRecord, SyncContext, WriteResult
 from integration_service.usecases.tokens import TokenKeeper
 from meshkit.db import Database
 from meshkit.errors import MeshError
@@ -666,6 +666,11 @@ class SyncEngine:
         if cursor is None and job.mode == "INCREMENTAL":
             cursor = stored_cursor
         currency = str(connection.settings.get("currency", "USD"))
+        if row.only_ids and isinstance(reader, Fetcher):
+            # A webhook named the changed records: read just those (the cursor is kept).
+            page = await reader.fetch(ctx, list(row.only_ids))
+            await self._record_page(job, connection, entity, page, stored, currency, None)
+            return
         while True:
             async with self._db.acquire() as conn:
                 if await s.cancel_requested(conn, job.id):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
@@ -136,4 +136,16 @@ class Reader(Protocol):
         """The next page of records changed after `cursor` (None = from the beginning) and the
         cursor to resume after it; an empty page means caught up (the cursor is then kept for
         the next incremental pull)."""
+        ...
+
+
+@runtime_checkable
+class Fetcher(Protocol):
+    """A reader that can also read given records by the provider's ids (optional: a webhook
+    that names the changed records pulls just those; a reader without it pulls from its
+    cursor)."""
+
+    async def fetch(self, ctx: SyncContext, external_ids: Sequence[str]) -> Sequence[InRecord]:
+        """The records with these ids as they are now (one gone at the provider comes back
+        `deleted`, or is left out)."""
         ...
