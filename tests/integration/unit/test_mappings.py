@@ -411,7 +411,23 @@ def test_inbound_applies_the_inverse_transforms() -> None:
     }
     member = {"email_address": "ada@example.com", "status": "subscribed"}
     back = mp.apply_inbound(mp.DEFAULTS[(Provider.MAILCHIMP, C)], member, currency="USD")
-    assert back == {"email": "ada@example.com", "marketing_consent": "true"}
+    assert back == {"email": "ada@example.com", "marketing_consent": True}  # a bool, as ours
+    gone = {"email_address": "bo@example.com", "status": "unsubscribed"}
+    assert mp.apply_inbound(mp.DEFAULTS[(Provider.MAILCHIMP, C)], gone, currency="USD") == {
+        "email": "bo@example.com",
+        "marketing_consent": False,  # a status we never write reads as the default's meaning
+    }
+    count = {"quantity": "12", "occurred_at": "2026-05-01T10:00:00Z"}
+    assert mp.apply_inbound(mp.DEFAULTS[(Provider.SQUARE, INV)], count, currency="USD") == {
+        "remaining": 12,  # Square's decimal string, our INT
+        "updated_at": "2026-05-01T10:00:00Z",
+    }
+    bad = mp.apply_inbound(mp.DEFAULTS[(Provider.SQUARE, INV)], {"quantity": "1.5"}, currency="USD")
+    assert isinstance(bad, MappingError) and bad.code == "bad_value"
+    odd = [M(C, "marketing_consent", "consent")]
+    assert mp.apply_inbound(odd, {"consent": "maybe"}, currency="USD") == MappingError(
+        "bad_value", "consent", "consent → marketing_consent: 'maybe' is not a boolean"
+    )
     dated = [M(PAY, "occurred_at", "TxnDate", Transform.DATE_FORMAT, date_format="%Y-%m-%d")]
     assert mp.apply_inbound(dated, {"TxnDate": "2026-05-01"}, currency="USD") == {
         "occurred_at": "2026-05-01T00:00:00Z"

@@ -851,9 +851,38 @@ def _inverse(m: FieldMapping, value: Any, currency: str) -> Any:
             for ours, theirs in m.lookup.items():
                 if theirs == str(value):
                     return ours
+            # A provider value we never write (e.g. Mailchimp's "unsubscribed") reads as what
+            # the default stands for ("transactional" → no consent), when the table has it.
+            for ours, theirs in m.lookup.items():
+                if m.default and theirs == m.default:
+                    return ours
             raise _Bad("lookup_miss", f"{value!r} is not a value of the lookup table")
     except MoneyFormatError as exc:
         raise _Bad("bad_value", str(exc)) from None
+    return value
+
+
+def _as_internal(kind: FieldType, value: Any) -> Any:
+    """An inbound value in the type of our field: lookup keys and provider strings are text
+    ("true", "12"), our BOOL and INT fields are not; ISO 4217 codes are ours in upper case
+    ("usd" at Stripe)."""
+    if kind is FieldType.BOOL and not isinstance(value, bool):
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        raise _Bad("bad_value", f"{value!r} is not a boolean")
+    if kind is FieldType.INT and not isinstance(value, int | bool):
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise _Bad("bad_value", f"{value!r} is not an integer") from None
+        if not number.is_finite() or number != number.to_integral_value():
+            raise _Bad("bad_value", f"{value!r} is not an integer")
+        return int(number)
+    if kind is FieldType.CURRENCY and isinstance(value, str):
+        return value.upper()
     return value
 
 
@@ -871,13 +900,11 @@ def apply_inbound(
         if _empty(value):
             continue
         try:
-            mapped = _inverse(m, value, currency)
+            mapped = _as_internal(_source_type(m.entity, m), _inverse(m, value, currency))
         except _Bad as bad:
             return MappingError(
                 bad.code, m.external_field, f"{m.external_field} → {m.internal_field}: {bad}"
             )
-        if _source_type(m.entity, m) is FieldType.CURRENCY and isinstance(mapped, str):
-            mapped = mapped.upper()  # ISO 4217 codes are ours in upper case ("usd" at Stripe)
         set_path(out, m.internal_field, mapped)
     return out
 
