@@ -661,7 +661,21 @@ async def internal_of(
         entity,
         list(external_ids),
     )
-    return {r["external_id"]: r["internal_id"] for r in rows}
+    found = {r["external_id"]: r["internal_id"] for r in rows}
+    # A composite external id `<parent>/<child>` (Square catalog: item/variation) is also
+    # found by its parent alone (a deleted Square item comes back without its variation).
+    parents = [e for e in external_ids if e not in found and "/" not in e]
+    if parents:
+        for r in await conn.fetch(
+            "SELECT internal_id, split_part(external_id, '/', 1) AS parent FROM id_map "
+            "WHERE connection_id = $1 AND entity = $2 AND external_id LIKE '%/%' "
+            "AND split_part(external_id, '/', 1) = ANY($3::text[])",
+            connection_id,
+            entity,
+            parents,
+        ):
+            found[r["parent"]] = r["internal_id"]
+    return found
 
 
 async def put_id_map(
@@ -695,7 +709,8 @@ async def drop_id_map(
     if external_ids:
         await conn.execute(
             "DELETE FROM id_map WHERE connection_id = $1 AND entity = $2 "
-            "AND external_id = ANY($3::text[])",
+            "AND (external_id = ANY($3::text[]) "
+            "OR (external_id LIKE '%/%' AND split_part(external_id, '/', 1) = ANY($3::text[])))",
             connection_id,
             entity,
             list(external_ids),

@@ -6,12 +6,17 @@ run read and the ids read at it, ``offset`` / ``phase`` — the next page within
 Live members first, then the archived ones (Mailchimp lists them only when asked by status):
 they are deleted records. The external id is the subscriber hash (Mailchimp's member id).
 The bound is asked one second early (Mailchimp compares in whole seconds).
+
+`fetch` reads given members (a webhook named them) one by one
+(`GET /3.0/lists/{list}/members/{subscriber hash}`); a member gone (404) or archived comes
+back deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from integration_service.domain.model import EntityType, Provider
 from integration_service.sync.ports import InRecord, SyncContext
@@ -44,6 +49,31 @@ class MailchimpMembersReader:
             ctx, "lists.list", "GET", ctx.api_base + "/3.0/lists", params={"count": 1}
         )
         return str((answer.get("lists") or [{}])[0].get("id") or "")
+
+    async def fetch(self, ctx: SyncContext, external_ids: Sequence[str]) -> list[InRecord]:
+        audience = await self._audience(ctx)
+        if not audience:
+            return []
+        records: list[InRecord] = []
+        for member_id in dict.fromkeys(i for i in external_ids if i):
+            m = await request(
+                ctx,
+                "lists.member",
+                "GET",
+                ctx.api_base + f"/3.0/lists/{audience}/members/{quote(member_id, safe='')}",
+                refused_ok=True,
+            )
+            if isinstance(m.get("status"), int):  # an error document: 404, the member is gone
+                if m["status"] == 404:
+                    records.append(InRecord(member_id, {}, deleted=True))
+                continue
+            fields = {k: m[k] for k in MEMBER_FIELDS if m.get(k) is not None}
+            records.append(
+                InRecord(
+                    str(m.get("id") or member_id), fields, deleted=m.get("status") == "archived"
+                )
+            )
+        return records
 
     async def pull(self, ctx: SyncContext, cursor: str | None) -> tuple[list[InRecord], str | None]:
         state = decode(cursor)
