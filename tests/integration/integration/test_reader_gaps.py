@@ -317,3 +317,28 @@ async def test_square_inventory_counts_pulled_incrementally(
         )
     }
     assert mirror == {"tt-0": 10, "tt-1": 4, "tt-2": 12}
+
+
+def test_a_mailchimp_webhook_names_the_member_by_subscriber_hash() -> None:
+    from datetime import UTC, datetime
+    from urllib.parse import urlencode
+
+    from integration_service.domain import webhooks as wh
+
+    body = urlencode(
+        {
+            "type": "profile",
+            "fired_at": "2026-05-01 10:00:00",
+            "data[id]": "8a25ff1d98",
+            "data[email]": "Ada@Example.com",
+        }
+    ).encode()
+    event = wh.verify_mailchimp(
+        body,
+        given_secret="s3cret",
+        stored_digest=wh.secret_digest("s3cret"),
+        now=datetime(2026, 5, 1, 10, 0, 5, tzinfo=UTC),
+        max_age_s=60,
+    )
+    # What the members writer, reader and fetch key a member by.
+    assert event.external_ids == (mcw.subscriber_hash("ada@example.com"),)

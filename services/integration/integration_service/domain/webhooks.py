@@ -300,7 +300,14 @@ def verify_mailchimp(
         raise WebhookMalformed("payload", "not a Mailchimp event")
     fired = _parse_time(form.get("fired_at", "").replace(" ", "T"))
     _fresh(fired, now, max_age_s)
-    member = form.get("data[id]", "")
+    # The member as the sync engine knows it: the subscriber hash (MD5 of the lower-cased
+    # email, what the members API takes); `data[id]` (the unique email id) when none is given.
+    email = form.get("data[email]", "").strip().lower()
+    member = (
+        hashlib.md5(email.encode(), usedforsecurity=False).hexdigest()
+        if email
+        else form.get("data[id]", "")
+    )
     return ProviderEvent(
         provider=Provider.MAILCHIMP,
         event_id="mc-" + hashlib.sha256(payload).hexdigest()[:40],
