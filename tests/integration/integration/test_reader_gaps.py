@@ -342,3 +342,60 @@ def test_a_mailchimp_webhook_names_the_member_by_subscriber_hash() -> None:
     )
     # What the members writer, reader and fetch key a member by.
     assert event.external_ids == (mcw.subscriber_hash("ada@example.com"),)
+
+
+def test_square_inventory_and_stripe_price_webhooks_name_the_synced_records() -> None:
+    import json as _json
+    import time
+    from datetime import UTC, datetime
+
+    from integration_service.domain import webhooks as wh
+
+    now = datetime.now(UTC)
+    body = _json.dumps(
+        {
+            "merchant_id": "M1",
+            "type": "inventory.count.updated",
+            "event_id": "e1",
+            "created_at": now.isoformat(),
+            "data": {
+                "type": "inventory",
+                "id": "not-a-record",
+                "object": {
+                    "inventory_counts": [
+                        {"catalog_object_id": "VAR1", "quantity": "3"},
+                        {"catalog_object_id": "VAR1", "quantity": "3"},
+                        {"catalog_object_id": "VAR2", "quantity": "1"},
+                    ]
+                },
+            },
+        }
+    ).encode()
+    url = "https://tt.example/webhooks/square"
+    event = wh.verify_square(
+        body,
+        {wh.SQUARE_HEADER: wh.square_signature("k", url, body)},
+        notification_url=url,
+        signature_key="k",
+        now=now,
+        max_age_s=60,
+    )
+    assert (event.entity_type, event.external_ids) == (EntityType.INVENTORY, ("VAR1", "VAR2"))
+
+    stamp = int(time.time())
+    price = _json.dumps(
+        {
+            "id": "evt_1",
+            "type": "price.updated",
+            "created": stamp,
+            "data": {"object": {"id": "price_1", "object": "price", "product": "tt_abc"}},
+        }
+    ).encode()
+    got = wh.verify_stripe(
+        price,
+        {wh.STRIPE_HEADER: f"t={stamp},v1={wh.stripe_signature('whsec', stamp, price)}"},
+        secret="whsec",
+        now=datetime.fromtimestamp(stamp, UTC),
+        tolerance_s=300,
+    )
+    assert (got.entity_type, got.external_ids) == (EntityType.PRODUCT, ("tt_abc",))

@@ -129,6 +129,18 @@ def verify_square(
     event_type = str(body["type"])
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     object_id = str(data.get("id") or "") if isinstance(data, dict) else ""
+    ids: tuple[str, ...] = (object_id,) if object_id else ()
+    if event_type.startswith("inventory."):
+        # data.id names the event, not a record: the counts' item variations are the records.
+        obj = data.get("object") if isinstance(data, dict) else None
+        counts = obj.get("inventory_counts") if isinstance(obj, dict) else None
+        ids = tuple(
+            dict.fromkeys(
+                str(c["catalog_object_id"])
+                for c in counts or []
+                if isinstance(c, dict) and c.get("catalog_object_id")
+            )
+        )
     operation = event_type.rsplit(".", 1)[-1] if "." in event_type else ""
     return ProviderEvent(
         provider=Provider.SQUARE,
@@ -136,7 +148,7 @@ def verify_square(
         event_type=event_type,
         account_id=str(body.get("merchant_id") or ""),
         entity_type=_entity(event_type),
-        external_ids=(object_id,) if object_id else (),
+        external_ids=ids,
         operation=operation if operation in ("created", "updated", "deleted") else "",
         occurred_at=occurred,
     )
@@ -259,6 +271,10 @@ def verify_stripe(
     event_type = str(body["type"])
     obj = body.get("data", {}).get("object") if isinstance(body.get("data"), dict) else None
     object_id = str(obj.get("id") or "") if isinstance(obj, dict) else ""
+    if event_type.startswith("price.") and isinstance(obj, dict):
+        # A price changed: the record we sync is its product.
+        product = obj.get("product")
+        object_id = str(product.get("id") if isinstance(product, dict) else product or "")
     created = body.get("created")
     operation = event_type.rsplit(".", 1)[-1]
     return ProviderEvent(
