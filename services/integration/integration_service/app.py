@@ -166,6 +166,8 @@ def build_sync(settings: IntegrationSettings, kit: Kit, tokens: TokenKeeper) -> 
         settings=EngineSettings(
             worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             lease_s=settings.integration_sync_lease_s,
+            outage_retries=settings.integration_sync_outage_retries,
+            outage_backoff_s=settings.integration_sync_outage_backoff_s,
         ),
         load_mappings=mappings_store.load,
     )

@@ -117,6 +117,18 @@ class IntegrationSettings(KitSettings):
     integration_sync_idle_s: float = Field(
         1.0, gt=0, description="How often an idle sync worker looks for queued jobs."
     )
+    integration_sync_outage_retries: int = Field(
+        6,
+        ge=0,
+        description="Times a sync job whose provider is unavailable (after the guard's retries, "
+        "or its breaker open) goes back to the queue to resume later before it fails.",
+    )
+    integration_sync_outage_backoff_s: float = Field(
+        5.0,
+        gt=0,
+        description="A job's first wait after a provider outage, doubled each time up to 300 s "
+        "(a longer Retry-After is honoured).",
+    )
     integration_sync_schedule_interval_s: float = Field(
         30.0,
         description="How often due sync schedules are queued (one replica at a time; 0: never).",

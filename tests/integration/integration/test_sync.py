@@ -386,8 +386,15 @@ async def test_a_watcher_that_disconnects_costs_the_job_nothing(
 
 
 async def test_a_provider_down_fails_the_job_and_the_next_sends_its_batch_first(
-    client: Client, square: SquareServer
+    start_integration: Any, connect: Any, square: SquareServer
 ) -> None:
+    # No waiting out the outage (test_sync_gaps.py covers that): the job fails at once.
+    app: App = await start_integration(integration_sync_outage_retries=0)
+    async with connect(app) as client:
+        await _provider_down(client, square)
+
+
+async def _provider_down(client: Client, square: SquareServer) -> None:
     connection = await square_connection(client)
     await ingest(client, catalog(1_000))
     square.fail_next(3, 503)  # every attempt the guard makes at the first batch

@@ -186,7 +186,8 @@ JOB_COLUMNS = (
     "id, connection_id, venue_id, provider, direction, mode, status, phase, current_entity, "
     "records_total, records_processed, records_succeeded, records_failed, records_skipped, "
     "cancel_requested, error_code, error_message, lease_owner, lease_expires_at, attempts, "
-    "progress_seq, requested_by, created_at, started_at, finished_at, updated_at"
+    "progress_seq, requested_by, created_at, started_at, finished_at, updated_at, not_before, "
+    "outages"
 )
 
 
@@ -218,6 +219,10 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    not_before: datetime | None
+    """A PENDING job waiting out a provider outage is not claimed before this."""
+    outages: int
+    """How often the job went back to PENDING because its provider was unavailable."""
     entities: tuple[str, ...] = ()
 
     @property
@@ -314,7 +319,8 @@ async def claim_job(conn: asyncpg.Connection, worker: str, lease_s: float) -> Jo
             started_at = coalesce(started_at, now()), updated_at = now()
         WHERE id = (
             SELECT id FROM sync_jobs
-            WHERE status = 'PENDING' OR (status = 'RUNNING' AND lease_expires_at < now())
+            WHERE (status = 'PENDING' AND (not_before IS NULL OR not_before <= now()))
+               OR (status = 'RUNNING' AND lease_expires_at < now())
             ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1
         )
         RETURNING {JOB_COLUMNS}
@@ -479,6 +485,105 @@ async def finish_job(
         error_message,
     )
     await conn.execute("UPDATE sync_job_entities SET active = false WHERE job_id = $1", job_id)
+    return _job(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """A follow-up asked of a job that was active when the request came (`request_rerun`)."""
+
+    entity: str
+    push: bool
+    pull: bool
+    full: bool
+
+
+async def request_rerun(
+    conn: asyncpg.Connection,
+    connection_id: uuid.UUID,
+    entities: Sequence[str],
+    *,
+    push: bool,
+    pull: bool,
+    full: bool,
+) -> list[tuple[uuid.UUID, str]]:
+    """A sync of `entities` was asked while jobs are active on some of them: mark those (the
+    job queues a follow-up when it ends, `take_reruns`), unless the job has not started and
+    will read the change anyway (not claimed yet, same direction and mode, no id filter).
+    Answers the active (job id, entity) pairs; an entity missing is no longer active (its job
+    ended under us: the caller queues a job for it)."""
+    rows = await conn.fetch(
+        """
+        UPDATE sync_job_entities e SET
+            rerun_push = e.rerun_push OR ($3 AND NOT covered),
+            rerun_pull = e.rerun_pull OR ($4 AND NOT covered),
+            rerun_full = e.rerun_full OR ($5 AND NOT covered)
+        FROM (
+            SELECT x.job_id, x.entity,
+                   (j.attempts = 0 AND j.status = 'PENDING' AND x.only_ids IS NULL
+                    AND j.mode <> 'RETRY'
+                    AND (NOT $3 OR j.direction IN ('PUSH', 'BIDIRECTIONAL'))
+                    AND (NOT $4 OR j.direction IN ('PULL', 'BIDIRECTIONAL'))
+                    AND (NOT $5 OR j.mode = 'FULL')) AS covered
+            FROM sync_job_entities x JOIN sync_jobs j ON j.id = x.job_id
+            WHERE x.connection_id = $1 AND x.entity = ANY($2::text[]) AND x.active
+        ) c
+        WHERE e.job_id = c.job_id AND e.entity = c.entity AND e.active
+        RETURNING e.job_id, e.entity
+        """,
+        connection_id,
+        list(entities),
+        push,
+        pull,
+        full,
+    )
+    return [(r["job_id"], r["entity"]) for r in rows]
+
+
+async def take_reruns(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[Rerun]:
+    """The follow-ups asked of a job, cleared. Call in the transaction that ends the job, after
+    `finish_job` (whose update of the entity rows orders it after every request that saw the
+    job active: a later request finds the entity inactive and queues its own job)."""
+    rows = await conn.fetch(
+        """
+        SELECT entity, rerun_push, rerun_pull, rerun_full FROM sync_job_entities
+        WHERE job_id = $1 AND (rerun_push OR rerun_pull OR rerun_full)
+        ORDER BY position FOR UPDATE
+        """,
+        job_id,
+    )
+    if rows:
+        await conn.execute(
+            "UPDATE sync_job_entities SET rerun_push = false, rerun_pull = false, "
+            "rerun_full = false WHERE job_id = $1",
+            job_id,
+        )
+    return [Rerun(r["entity"], r["rerun_push"], r["rerun_pull"], r["rerun_full"]) for r in rows]
+
+
+async def wait_out_outage(
+    conn: asyncpg.Connection,
+    job_id: uuid.UUID,
+    *,
+    delay_s: float,
+    error_code: str,
+    error_message: str,
+) -> Job:
+    """Back to PENDING (lease dropped) until now + `delay_s`; checkpoints and the batch in flight
+    stay as they are."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE sync_jobs SET status = 'PENDING', phase = 'QUEUED', lease_owner = '',
+            lease_expires_at = NULL, not_before = now() + make_interval(secs => $2),
+            outages = outages + 1, error_code = $3, error_message = $4, updated_at = now()
+        WHERE id = $1
+        RETURNING {JOB_COLUMNS}
+        """,
+        job_id,
+        delay_s,
+        error_code,
+        error_message,
+    )
     return _job(row)
 
 

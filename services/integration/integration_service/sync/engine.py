@@ -20,9 +20,18 @@ PUSH, per batch (the writer's `batch_size`):
    letters (opened / resolved), checkpoint, counts, a progress row, `pending` cleared.
 
 Full syncs then delete at the provider what the id map holds but the mirror no longer does.
-CancelSync is honoured between batches. An error that stops a batch (credentials refused,
-the provider still failing after the guard's retries) fails the job and keeps `pending`: the
-next job on the entity sends that batch first. Progress rows (sequence, phase, counts, rate
+CancelSync is honoured between batches. A provider outage (unavailable or throttled after
+the guard's retries, its breaker open) puts the job back in the queue until a backoff has
+passed (`outage_retries` times, doubling from `outage_backoff_s`), keeping its checkpoints and
+`pending`: the resumed job sends that batch first. Any other error that stops a batch
+(credentials refused), or an outage past the bound, fails the job and keeps `pending`: the
+next job on the entity sends that batch first.
+
+Nothing stranded: a sync asked (StartSync, RecordTransaction's push, a webhook's pull) while a
+job is active on the entity type marks that job (`store.sync.request_rerun`); when the job
+ends well it queues, in its final transaction, one incremental follow-up for those entity
+types, so a record that reached the mirror after the job read its last batch is synced
+without waiting for a schedule. Progress rows (sequence, phase, counts, rate
 per minute, ETA) are what WatchSyncJob streams.
 
 PULL pages a `Reader` from the stored cursor (incremental) or the beginning (full) into the
@@ -43,7 +52,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from integration_service.domain.errors import IntegrationError
+from integration_service.domain.errors import IntegrationError, TryLater
 from integration_service.domain.model import SYSTEM, Connection, EntityType, Provider
 from integration_service.store import connections as connections_store
 from integration_service.store import sync as s
@@ -51,7 +60,7 @@ from integration_service.sync import registry
 from integration_service.sync.ports import Fetcher, InRecord, OutRecord, SyncContext, WriteResult
 from integration_service.usecases.tokens import TokenKeeper
 from meshkit.db import Database
-from meshkit.errors import MeshError
+from meshkit.errors import DeadlineExceeded, MeshError, ResourceExhausted, Unavailable
 from meshkit.resilience import ProviderGuard
 
 _log = logging.getLogger(__name__)
@@ -105,6 +114,12 @@ class EngineSettings:
     deletes_batch: int = 100
     max_attempts: int = 20
     """Claims of one job (each after a worker died or a step failed) before it is FAILED."""
+    outage_retries: int = 6
+    """Times a job goes back to the queue when its provider is unavailable (after the guard's
+    own retries, or its breaker open) before it is FAILED with the provider's error."""
+    outage_backoff_s: float = 5.0
+    """The first wait after an outage; doubled each time (a longer Retry-After is honoured)."""
+    outage_backoff_max_s: float = 300.0
 
 
 class LeaseLost(Exception):
@@ -237,6 +252,8 @@ class SyncEngine:
             raise
         except (IntegrationError, MeshError, httpx.HTTPError) as exc:
             code = getattr(exc, "reason", "") or type(exc).__name__
+            if transient(exc) and await self._wait_out(job, str(code).lower(), exc):
+                return
             _log.warning("sync job failed", extra={"job_id": str(job.id), "error_code": str(code)})
             await self._finish(job, "FAILED", str(code).lower(), str(exc)[:1000])
             return
@@ -244,6 +261,47 @@ class SyncEngine:
             current = await s.get_job(conn, job.id)
         failed = current is not None and current.records_failed > 0
         await self._finish(job, "PARTIAL" if failed else "SUCCEEDED", "", "")
+
+    async def _wait_out(self, job: s.Job, code: str, exc: Exception) -> bool:
+        """The provider is unavailable: back to the queue until a backoff has passed (its
+        checkpoints and the batch in flight kept: the resumed job sends that batch first);
+        False once the job has waited `outage_retries` times (the caller FAILS it)."""
+        async with self._db.transaction() as conn:
+            await self._hold(conn, job)
+            outages = int(
+                await conn.fetchval("SELECT outages FROM sync_jobs WHERE id = $1", job.id) or 0
+            )
+            if outages >= self._settings.outage_retries:
+                return False
+            delay = min(
+                self._settings.outage_backoff_max_s,
+                max(
+                    self._settings.outage_backoff_s * 2**outages,
+                    float(getattr(exc, "retry_after", None) or 0.0),
+                ),
+            )
+            waiting = await s.wait_out_outage(
+                conn, job.id, delay_s=delay, error_code=code, error_message=str(exc)[:1000]
+            )
+            await s.add_progress(conn, waiting)
+            await s.log(
+                conn,
+                waiting,
+                "WARNING",
+                "provider unavailable: the job waits and resumes from its checkpoint",
+                entity=waiting.current_entity,
+                details={
+                    "error_code": code,
+                    "retry_in_s": round(delay, 3),
+                    "outage": outages + 1,
+                    "of": self._settings.outage_retries,
+                },
+            )
+        _log.warning(
+            "sync job waits out a provider outage",
+            extra={"job_id": str(job.id), "error_code": code, "retry_in_s": delay},
+        )
+        return True
 
     async def _hold(self, conn: asyncpg.Connection, job: s.Job) -> None:
         if not await s.hold_lease(conn, job.id, self._settings.worker_id):
@@ -271,7 +329,15 @@ class SyncEngine:
                 total=job.records_processed + remaining,
             )
             await s.add_progress(conn, current)
-            if job.attempts > 1:
+            if job.attempts > 1 and job.outages > 0:
+                await s.log(
+                    conn,
+                    current,
+                    "INFO",
+                    "job resumed from its checkpoint after a provider outage",
+                    details={"attempt": job.attempts, "outages": job.outages},
+                )
+            elif job.attempts > 1:
                 await s.log(
                     conn,
                     current,
@@ -301,6 +367,7 @@ class SyncEngine:
                     job.connection_id,
                 )
             done = await s.finish_job(conn, job.id, status, error_code=code, error_message=message)
+            reruns = await s.take_reruns(conn, job.id)
             await s.add_progress(conn, done)
             level = {"SUCCEEDED": "INFO", "PARTIAL": "WARNING", "CANCELLED": "INFO"}.get(
                 status, "ERROR"
@@ -317,7 +384,65 @@ class SyncEngine:
                     **({"error_code": code} if code else {}),
                 },
             )
+            follow_up = await self._follow_up(conn, done, reruns)
+        if follow_up is not None:
+            self.wake.set()
         _log.info("sync job finished", extra={"job_id": str(job.id), "status": status})
+
+    async def _follow_up(
+        self, conn: asyncpg.Connection, job: s.Job, reruns: Sequence[s.Rerun]
+    ) -> uuid.UUID | None:
+        """Syncs asked while the job was active: one incremental job (FULL when one asked for
+        it) over their entity types, queued as the job ends (in its transaction), so what
+        reached the mirror after the job read its last batch does not wait for a schedule.
+        Not after a job that failed or was cancelled (its records wait for the next sync)."""
+        if not reruns:
+            return None
+        if job.status not in ("SUCCEEDED", "PARTIAL"):
+            await s.log(
+                conn,
+                job,
+                "WARNING",
+                "syncs asked while this job ran are not followed up: it did not succeed",
+                details={"entities": ",".join(r.entity for r in reruns)},
+            )
+            return None
+        push = any(r.push for r in reruns)
+        pull = any(r.pull for r in reruns)
+        direction = "BIDIRECTIONAL" if push and pull else ("PUSH" if push else "PULL")
+        mode = "FULL" if any(r.full for r in reruns) else "INCREMENTAL"
+        entities = [r.entity for r in reruns]
+        since: dict[str, int] = {}
+        if mode == "INCREMENTAL":
+            for entity in entities:
+                pushed, _, _ = await s.cursor(conn, job.connection_id, entity, "PUSH")
+                since[entity] = pushed
+        follow_up = uuid.uuid4()
+        await s.insert_job(
+            conn,
+            job_id=follow_up,
+            connection_id=job.connection_id,
+            venue_id=job.venue_id,
+            provider=job.provider,
+            direction=direction,
+            mode=mode,
+            entities=entities,
+            since_seq=since,
+            only_ids=None,
+            requested_by=SYSTEM.subject,
+        )
+        queued = await s.get_job(conn, follow_up)
+        assert queued is not None
+        await s.add_progress(conn, queued)
+        await s.log(
+            conn,
+            queued,
+            "INFO",
+            "job queued",
+            details={"mode": mode, "direction": direction, "follows": str(job.id)},
+        )
+        await s.log(conn, job, "INFO", "follow-up queued", details={"job_id": str(follow_up)})
+        return follow_up
 
     def _context(self, connection: Connection, entity: EntityType, job: s.Job) -> SyncContext:
         async def caller(fn: Callable[..., Awaitable[Any]]) -> Any:
@@ -796,6 +921,14 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
         else:
             out[k] = v
     return out
+
+
+def transient(exc: BaseException) -> bool:
+    """A provider outage worth waiting out: unavailable or throttled after the guard's retries,
+    its breaker open, out of time, the connection itself failing, or our token refresh or
+    credential store briefly busy."""
+    outage = (Unavailable, ResourceExhausted, DeadlineExceeded, TryLater, httpx.TransportError)
+    return isinstance(exc, outage)
 
 
 class _Unsupported(IntegrationError):

@@ -248,15 +248,41 @@ class SyncCases:
                         details={"mode": mode, "direction": direction.value, "by": actor.subject},
                     )
             except asyncpg.UniqueViolationError:
-                async with self._db.acquire() as conn:
-                    running = await s.active_job_for(conn, connection_id, names)
-                if running is not None:
+                running, names = await self._answer_active(
+                    connection_id, names, direction=direction, mode=mode
+                )
+                if running is not None and not names:
                     return running
                 continue
             if self._wake is not None:
                 self._wake.set()
             return job
         raise SyncJobNotFound()  # pragma: no cover - the active job kept finishing under us
+
+    async def _answer_active(
+        self, connection_id: uuid.UUID, names: Sequence[str], *, direction: Direction, mode: str
+    ) -> tuple[s.Job | None, list[str]]:
+        """A job is active on some of `names`: (that job, the entity types no job is active on,
+        still to queue). Unless this is a retry of dead letters, the active jobs are asked for
+        a follow-up (nothing that reached the mirror after one read its last batch stays
+        behind until a schedule)."""
+        async with self._db.transaction() as conn:
+            if mode == "RETRY":
+                running = await s.active_job_for(conn, connection_id, names)
+                return running, []
+            active = await s.request_rerun(
+                conn,
+                connection_id,
+                names,
+                push=direction in (Direction.PUSH, Direction.BIDIRECTIONAL),
+                pull=direction in (Direction.PULL, Direction.BIDIRECTIONAL),
+                full=mode == "FULL",
+            )
+            if not active:
+                return None, list(names)
+            running = await s.get_job(conn, active[0][0])
+        taken = {entity for _, entity in active}
+        return running, [n for n in names if n not in taken]
 
     @staticmethod
     def _allows(directions: Sequence[Direction], direction: Direction) -> bool:
