@@ -38,6 +38,7 @@ from integration_service.settings import IntegrationSettings
 from integration_service.store import mappings as mappings_store
 from integration_service.store.oauth_states import OAuthStates
 from integration_service.sync.engine import EngineSettings, SyncEngine
+from integration_service.sync.metrics import SyncMetrics
 from integration_service.usecases.changes import ChangeCases
 from integration_service.usecases.connections import ConnectionCases
 from integration_service.usecases.events import IntegrationEvents
@@ -172,6 +173,7 @@ def build_sync(settings: IntegrationSettings, kit: Kit, tokens: TokenKeeper) -> 
         load_mappings=mappings_store.load,
     )
     cases = SyncCases(db=kit.db, wake=engine.wake)
+    kit.on_stop(SyncMetrics(kit.db, kit.registry).close)  # read at scrape time
     for n in range(settings.integration_sync_workers):
         kit.add_worker(
             f"sync-{n}",
