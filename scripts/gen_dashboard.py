@@ -8,7 +8,8 @@ Usage::
 Writes deploy/k8s/components/monitoring/dashboards/tickettoken-mesh.json (shipped as a ConfigMap
 for Grafana's dashboard sidecar by the monitoring component). Every metric a panel queries is
 checked against what the running services export (tests/deploy/test_monitoring.py).
-Integration sync panels come with the integration service's sync metrics (issue 14).
+The integration sync metrics are read from shared tables, so every replica reports the same
+values: their panels take `max` over pods, never `sum`.
 """
 
 from __future__ import annotations
@@ -454,6 +455,76 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
         ],
     ),
+    (
+        "Integration syncs",
+        [
+            (
+                "Active sync jobs by status",
+                "short",
+                [
+                    (
+                        "sum by (provider, status) (max by (provider, entity_type, status) ("
+                        'integration_sync_jobs{namespace="$namespace"}))',
+                        "{{provider}} {{status}}",
+                    )
+                ],
+            ),
+            (
+                "Sync records / s by outcome",
+                "ops",
+                [
+                    (
+                        "sum by (provider, direction, outcome) (max by (provider, entity_type, "
+                        "direction, outcome) (rate(integration_sync_records_total"
+                        '{namespace="$namespace"}[$__rate_interval])))',
+                        "{{provider}} {{direction}} {{outcome}}",
+                    )
+                ],
+            ),
+            (
+                "Sync jobs finished by status",
+                "short",
+                [
+                    (
+                        "max by (provider, status) (increase(integration_sync_jobs_finished_total"
+                        '{namespace="$namespace"}[$__rate_interval]))',
+                        "{{provider}} {{status}}",
+                    )
+                ],
+            ),
+            (
+                "Open sync dead letters",
+                "short",
+                [
+                    (
+                        "max by (provider, entity_type) (integration_sync_dead_letters"
+                        '{namespace="$namespace"})',
+                        "{{provider}} {{entity_type}}",
+                    )
+                ],
+            ),
+            (
+                "Oldest queued sync job (waiting for a worker)",
+                "s",
+                [
+                    (
+                        'max(integration_sync_oldest_queued_seconds{namespace="$namespace"})',
+                        "oldest queued",
+                    )
+                ],
+            ),
+            (
+                "Sync tables read for the metrics (1 ok)",
+                "short",
+                [
+                    (
+                        'min by (pod) (integration_sync_metrics_read_ok{namespace="$namespace"})',
+                        "{{pod}}",
+                    )
+                ],
+            ),
+        ],
+    ),
 ]
 
 
@@ -499,7 +570,8 @@ def dashboard() -> dict[str, Any]:
         "uid": "tickettoken-mesh",
         "title": "TicketToken Mesh",
         "description": "RED per RPC, providers, breakers and limiters, outbox and dead letters, "
-        "the mint queue and wallet, notifications, webhooks (deploy/README.md, docs/runbooks).",
+        "the mint queue and wallet, notifications, webhooks, integration syncs (deploy/README.md, "
+        "docs/runbooks).",
         "tags": ["tickettoken", "grpc"],
         "timezone": "utc",
         "schemaVersion": 39,

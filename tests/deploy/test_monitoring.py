@@ -7,12 +7,12 @@
   alert;
 * the dashboard JSON is what scripts/gen_dashboard.py generates;
 * one ServiceMonitor per service selects that service's Service and scrapes its metrics port;
-* every metric a panel or a rule queries is exported by the services: payment, nft and notify
-  start in-process (the same App as their processes, relays pointed at each other), answer one
-  RPC each, and their /metrics pages are scraped (integration exports only the kit's families,
-  which the others export too; its sync metrics come with issue 14); histograms are queried
-  through _bucket/_sum/_count, counters through _total, and the labels a query filters on exist
-  on the scraped series.
+* every metric a panel or a rule queries is exported by the services: payment, nft, notify and
+  integration start in-process (the same App as their processes, relays pointed at each other),
+  answer one RPC each, and their /metrics pages are scraped (integration's until its sync
+  metrics, read from the sync tables at scrape time, have been read once); histograms are
+  queried through _bucket/_sum/_count, counters through _total, and the labels a query filters
+  on exist on the scraped series.
 
 promtool is installed into the venv by `make tools` (scripts/install_promtool.py); the tests
 fail, never skip, when it is missing.
@@ -20,6 +20,7 @@ fail, never skip, when it is missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -37,11 +38,13 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from integration_service.app import DEFINITION as INTEGRATION
 from meshdev.testing.servers import TestTokens, channel_for, running_app
 from meshkit.server import App
 from nft_service.app import DEFINITION as NFT
 from notify_service.app import DEFINITION as NOTIFY
 from payment_service.app import DEFINITION as PAYMENT
+from tickettoken.integration.v1 import integration_pb2, integration_pb2_grpc
 from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
 from tickettoken.notify.v1 import notify_pb2, notify_pb2_grpc
 from tickettoken.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -254,6 +257,7 @@ def test_dashboard_is_generated() -> None:
         "Mint queue and wallet",
         "Notifications",
         "Webhooks and payments",
+        "Integration syncs",
     ]
 
 
@@ -334,7 +338,20 @@ async def scraped(
                 reconcile_interval_s=0,
             )
         )
-        apps: dict[str, App] = {"payment": payment, "nft": nft, "notify": notify}
+        integration = await stack.enter_async_context(
+            running_app(
+                INTEGRATION,
+                **base,
+                notify_grpc_target=f"127.0.0.1:{notify.grpc_port}",
+                integration_sync_schedule_interval_s=0,
+            )
+        )
+        apps: dict[str, App] = {
+            "payment": payment,
+            "nft": nft,
+            "notify": notify,
+            "integration": integration,
+        }
 
         def md(service: str) -> tuple[tuple[str, str], ...]:
             return tokens.metadata(tokens.user("ops-1", ["admin"], aud=f"tickettoken.{service}"))
@@ -352,13 +369,28 @@ async def scraped(
             await notify_pb2_grpc.NotifyServiceStub(ch).ListNotifications(
                 notify_pb2.ListNotificationsRequest(), metadata=md("notify")
             )
+        async with channel_for(integration) as ch:
+            await integration_pb2_grpc.IntegrationServiceStub(ch).ListProviders(
+                integration_pb2.ListProvidersRequest(), metadata=md("integration")
+            )
         names: set[str] = set()
         labels: dict[str, set[str]] = {}
         async with httpx.AsyncClient(timeout=10) as http:
-            for app in apps.values():
+
+            async def metrics_page(app: App) -> str:
                 page = await http.get(f"http://127.0.0.1:{app.ops_port}/metrics")
                 page.raise_for_status()
-                for family in text_string_to_metric_families(page.text):
+                return page.text
+
+            # The sync metrics answer the previous scrape's read of the tables: scrape until
+            # one has been read, so their families carry samples with their labels.
+            for _ in range(400):
+                if "integration_sync_metrics_read_ok 1.0" in await metrics_page(integration):
+                    break
+                await asyncio.sleep(0.05)
+            for app in apps.values():
+                text = await metrics_page(app)
+                for family in text_string_to_metric_families(text):
                     names |= _sample_names(family)
                     for sample in family.samples:
                         names.add(sample.name)
@@ -396,3 +428,17 @@ async def test_scrape_saw_the_rpcs_and_the_kit_families(scraped: Scraped) -> Non
         "grpc_server_handled_total"
     ]
     assert "idempotency_lock_takeovers_total" in scraped.names
+
+
+async def test_scrape_saw_integration_s_sync_metrics_read_from_its_tables(scraped: Scraped) -> None:
+    assert {
+        "integration_sync_jobs",
+        "integration_sync_records_total",
+        "integration_sync_jobs_finished_total",
+        "integration_sync_dead_letters",
+        "integration_sync_oldest_queued_seconds",
+        "integration_sync_metrics_read_ok",
+    } <= scraped.names
+    # The gauges start at 0 for every writer's and reader's provider and entity type.
+    assert {"provider", "entity_type", "status"} <= scraped.labels["integration_sync_jobs"]
+    assert {"provider", "entity_type"} <= scraped.labels["integration_sync_dead_letters"]
