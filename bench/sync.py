@@ -118,6 +118,11 @@ def spawn(env: dict[str, str], work: Path, n: int) -> tuple[subprocess.Popen[byt
     return proc, port
 
 
+def serving_or_exited(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Stop waiting as soon as the process is serving, or has exited (its log says why)."""
+    return proc.poll() is not None or grpc_serving(port)
+
+
 async def connect(
     stub: integration_pb2_grpc.IntegrationServiceAsyncStub, md: Any, venue: str, merchant: str
 ) -> str:
@@ -157,11 +162,16 @@ async def run(
         }
         procs = [spawn(square_env, work, n) for n in range(2)]
         try:
-            for proc, port in procs:
+            for n, (proc, port) in enumerate(procs):
                 await asyncio.to_thread(
-                    wait_until, partial(grpc_serving, port), f"integration on {port}", 90.0
+                    wait_until,
+                    partial(serving_or_exited, proc, port),
+                    f"integration on {port}",
+                    90.0,
                 )
-                assert proc.poll() is None
+                if proc.poll() is not None:
+                    tail = (work / f"integration-{n}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"integration {n} exited with {proc.returncode}:\n{tail}")
             channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _, port in procs]
             stubs = [integration_pb2_grpc.IntegrationServiceStub(c) for c in channels]
             per_venue = args.records // args.venues
