@@ -4,10 +4,10 @@ working together, at the rate limit and never over it.
 Embedded PostgreSQL and Redis; the Square stand-in (HTTP, its token bucket per application:
 429 over the limit, one catalog write at a time per seller) in this process; two integration
 service processes (`python -m integration_service`, production code path, 2 sync workers each)
-sharing the `square` guard's limit through Redis. `VENUES` venues each connect their own Square
-seller (OAuth through the stand-in) and ingest an equal share of the 10,000 ticket types; one
-FULL push per venue is queued, alternately through either process; whichever worker claims a
-job runs it.
+sharing the `square` guard's limit through Redis. `VENUES` venues each ingest an equal share of
+the 10,000 ticket types, then connect their own Square seller (OAuth through the stand-in; an
+ingest with a connection would queue its own push); one FULL push per venue is queued,
+alternately through either process; whichever worker claims a job runs it.
 
 The limit: Square takes a catalog in batches of 1,000 objects (500 products), so 10,000 products
 are only 20 requests; at Square's own 45 req/s the limit would never bind and there would be
@@ -177,13 +177,15 @@ async def run(
             per_venue = args.records // args.venues
             connections = []
             for v, venue in enumerate(venues):
-                merchant = square.add_merchant(name=f"Bench venue {v}").id
-                connections.append(await connect(stubs[0], md, venue, merchant))
+                # Ingested before the venue connects, so the ingest queues no push of its own:
+                # the measured syncs are the FULL pushes queued below.
                 events = catalog(venue, v * per_venue, per_venue)
                 await stubs[0].IngestCatalog(
                     pb.IngestCatalogRequest(idempotency_key=key(), venue_id=venue, events=events),
                     metadata=md,
                 )
+                merchant = square.add_merchant(name=f"Bench venue {v}").id
+                connections.append(await connect(stubs[0], md, venue, merchant))
             square.stats.calls.clear()
             square.stats.rate_limited = 0
             square.stats.concurrency_limited = 0

@@ -3,6 +3,7 @@ browser follows it, and reads of the service's tables."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import pytest
 from google.protobuf.message import Message
 
 from meshdev.testing.servers import TestTokens
@@ -119,3 +121,26 @@ async def events(app: App, event_cls: type[M]) -> list[M]:
         assert envelope.payload.Unpack(event)
         result.append(event)
     return result
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, limit_s: float = 60.0) -> None:
+    """Poll `check` until it holds (a condition, not a timing: the limit only ends a hang)."""
+
+    async def poll() -> None:
+        while not await check():
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(poll(), limit_s)
+    except TimeoutError:
+        pytest.fail(f"never happened: {what}")
+
+
+async def quiet(app: App) -> None:
+    """Until no job is active on any connection (every follow-up ran too)."""
+
+    async def idle() -> bool:
+        found = await rows(app, "SELECT count(*) AS n FROM sync_job_entities WHERE active")
+        return int(found[0]["n"]) == 0
+
+    await until(idle, "every sync job ended")

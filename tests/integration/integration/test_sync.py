@@ -19,7 +19,7 @@ import pytest
 from meshdev.standins import square as sq
 from meshdev.standins.square import SquareServer
 from meshkit.server import App
-from tests.integration.integration.support import VENUE, Client, key, rows
+from tests.integration.integration.support import VENUE, Client, key, quiet, rows
 from tickettoken.common.v1 import common_pb2
 from tickettoken.integration.v1 import integration_pb2 as pb
 
@@ -96,6 +96,18 @@ async def square_connection(client: Client) -> pb.Connection:
     return await client.dance(pb.PROVIDER_SQUARE)
 
 
+async def queued_after(app: App, job_id: str) -> str:
+    """The one job queued after `job_id` (e.g. the push an ingest queued on its own)."""
+    found = await rows(
+        app,
+        "SELECT id FROM sync_jobs WHERE created_at > "
+        "(SELECT created_at FROM sync_jobs WHERE id = $1) ORDER BY created_at",
+        uuid.UUID(job_id),
+    )
+    assert len(found) == 1, found
+    return str(found[0]["id"])
+
+
 FINAL = {
     pb.SYNC_JOB_STATUS_SUCCEEDED,
     pb.SYNC_JOB_STATUS_PARTIAL,
@@ -107,9 +119,9 @@ FINAL = {
 async def test_ten_thousand_products_reach_square_once_in_batches_without_a_429(
     client: Client, square: SquareServer
 ) -> None:
-    connection = await square_connection(client)
-    ingested = await ingest(client, catalog(10_000))
+    ingested = await ingest(client, catalog(10_000))  # before the connection: nothing queued
     assert ingested.changed_count == 10_000
+    connection = await square_connection(client)
 
     job = await start(client, connection.id)
     messages = await finished(client, job.id)
@@ -134,12 +146,14 @@ async def test_ten_thousand_products_reach_square_once_in_batches_without_a_429(
     mapped = await rows(client.app, "SELECT count(*) AS n FROM id_map")
     assert mapped[0]["n"] == 10_000
 
-    # Incremental: only the changed records go, as updates of the same objects.
+    # Incremental (the push the ingest queues): only the changed records go, as updates of
+    # the same objects.
     changed = catalog(3, price=3000, start=200)
     await ingest(client, changed)
-    again = await start(client, connection.id, pb.SYNC_MODE_INCREMENTAL)
-    done = (await finished(client, again.id))[-1].job
+    again = await queued_after(client.app, job.id)
+    done = (await finished(client, again))[-1].job
     assert done.status == pb.SYNC_JOB_STATUS_SUCCEEDED
+    assert done.mode == pb.SYNC_MODE_INCREMENTAL
     assert (done.records_total, done.records_succeeded, done.records_skipped) == (3, 3, 0)
     assert square.stats.calls["catalog.batch_upsert"] == 21
     assert len(square.live_objects(kind="ITEM")) == 10_000
@@ -154,18 +168,27 @@ async def test_ten_thousand_products_reach_square_once_in_batches_without_a_429(
 async def test_a_full_sync_deletes_what_is_gone_and_skips_what_is_unchanged(
     client: Client, square: SquareServer
 ) -> None:
-    connection = await square_connection(client)
     await ingest(client, catalog(30, per_event=10))
+    connection = await square_connection(client)
     first = await start(client, connection.id)
     assert (await finished(client, first.id))[-1].job.records_succeeded == 30
 
-    # The venue's whole catalogue is now the first 20 (event 2 dropped).
+    # The venue's whole catalogue is now the first 20 (event 2 dropped): the ingest queues an
+    # incremental push, asked again for a full sync while it is active (a full follow-up) or
+    # not (a new full job). Either way the 10 deletions reach Square once and nothing else.
     answer = await ingest(client, catalog(20, per_event=10), complete=True)
     assert (answer.changed_count, answer.unchanged_count, answer.deleted_count) == (0, 20, 10)
     full = await start(client, connection.id)
-    done = (await finished(client, full.id))[-1].job
-    assert done.status == pb.SYNC_JOB_STATUS_SUCCEEDED, done
-    assert done.records_succeeded == 10  # the 10 deletions
+    await quiet(client.app)
+    later = await rows(
+        client.app,
+        "SELECT id, mode, status, records_succeeded FROM sync_jobs WHERE id <> $1",
+        uuid.UUID(first.id),
+    )
+    assert {j["status"] for j in later} == {"SUCCEEDED"}, later
+    assert sum(j["records_succeeded"] for j in later) == 10  # the 10 deletions
+    assert "FULL" in {j["mode"] for j in later}
+    assert full.id in {str(j["id"]) for j in later}
     live = {
         o["item_data"]["variations"][0]["item_variation_data"]["sku"]
         for o in square.live_objects(kind="ITEM")
@@ -186,8 +209,8 @@ async def test_one_active_job_per_connection_and_entity_and_cancel_stops_between
     # No workers: jobs stay queued until one is started below.
     app: App = await start_integration(integration_sync_workers=0)
     async with connect(app) as client:
+        await ingest(client, catalog(10))  # before the connection: nothing queued
         connection = await square_connection(client)
-        await ingest(client, catalog(10))
         job = await start(client, connection.id)
         second = await start(client, connection.id, pb.SYNC_MODE_INCREMENTAL)
         assert second.id == job.id
@@ -209,8 +232,8 @@ async def test_one_active_job_per_connection_and_entity_and_cancel_stops_between
 async def test_cancel_of_a_running_job_stops_after_the_current_batch(
     client: Client, square: SquareServer
 ) -> None:
+    await ingest(client, catalog(5_000))  # before the connection: nothing queued
     connection = await square_connection(client)
-    await ingest(client, catalog(5_000))
     square.faults.latency_s = 0.3  # each batch takes a while at Square
     job = await start(client, connection.id)
     seen = []
@@ -231,8 +254,8 @@ async def test_cancel_of_a_running_job_stops_after_the_current_batch(
 async def test_watch_resumes_after_a_sequence_and_a_venue_admin_sees_only_their_jobs(
     client: Client, square: SquareServer
 ) -> None:
+    await ingest(client, catalog(1_200))  # before the connection: nothing queued
     connection = await square_connection(client)
-    await ingest(client, catalog(1_200))
     job = await start(client, connection.id)
     messages = await finished(client, job.id)
     middle = messages[len(messages) // 2].sequence
@@ -254,10 +277,10 @@ async def test_watch_resumes_after_a_sequence_and_a_venue_admin_sees_only_their_
 async def test_a_mapping_error_dead_letters_the_record_and_a_fixed_mapping_delivers_it(
     client: Client, square: SquareServer
 ) -> None:
-    connection = await square_connection(client)
     events = catalog(5)
     events[0].ticket_types[2].description = ""  # fine: description is optional
-    await ingest(client, events)
+    await ingest(client, events)  # before the connection: nothing queued before the mapping
+    connection = await square_connection(client)
     # A mapping that requires the description (empty for tt-2).
     defaults = await client.stub.GetFieldMappings(
         pb.GetFieldMappingsRequest(connection_id=connection.id, entity_type=pb.ENTITY_TYPE_PRODUCT),
@@ -327,8 +350,8 @@ async def test_a_due_schedule_queues_an_incremental_sync_on_one_replica(
         integration_sync_schedule_interval_s=0.1, db_schema=first.settings.schema_name
     )
     async with connect(first) as client:
+        await ingest(client, catalog(7))  # before the connection: nothing queued
         connection = await square_connection(client)
-        await ingest(client, catalog(7))
         stored = await client.stub.SetSyncSchedule(
             pb.SetSyncScheduleRequest(
                 idempotency_key=key(),
@@ -367,8 +390,8 @@ async def test_a_due_schedule_queues_an_incremental_sync_on_one_replica(
 async def test_a_watcher_that_disconnects_costs_the_job_nothing(
     client: Client, square: SquareServer
 ) -> None:
+    await ingest(client, catalog(2_000))  # before the connection: nothing queued
     connection = await square_connection(client)
-    await ingest(client, catalog(2_000))
     square.faults.latency_s = 0.1
     job = await start(client, connection.id)
     call = client.stub.WatchSyncJob(pb.WatchSyncJobRequest(job_id=job.id), metadata=client.md())
@@ -395,8 +418,8 @@ async def test_a_provider_down_fails_the_job_and_the_next_sends_its_batch_first(
 
 
 async def _provider_down(client: Client, square: SquareServer) -> None:
+    await ingest(client, catalog(1_000))  # before the connection: nothing queued
     connection = await square_connection(client)
-    await ingest(client, catalog(1_000))
     square.fail_next(3, 503)  # every attempt the guard makes at the first batch
     job = await start(client, connection.id)
     failed = (await finished(client, job.id))[-1].job
@@ -417,8 +440,8 @@ async def _provider_down(client: Client, square: SquareServer) -> None:
 async def test_a_pull_brings_square_changes_into_the_mirror_and_the_next_push_echoes_nothing(
     client: Client, square: SquareServer
 ) -> None:
+    await ingest(client, catalog(3))  # before the connection: nothing queued
     connection = await square_connection(client)
-    await ingest(client, catalog(3))
     pushed = (await finished(client, (await start(client, connection.id)).id))[-1].job
     assert pushed.records_succeeded == 3
     # At Square, the venue renames one item and adds one of its own.

@@ -174,13 +174,14 @@ async def test_kill_9_mid_sync_resumes_from_the_checkpoint_without_duplicates_at
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
             stub = integration_pb2_grpc.IntegrationServiceStub(channel)
-            connection = await connect_square(stub, md)
+            # Ingested before the connection: nothing queued until StartSync.
             await stub.IngestCatalog(
                 pb.IngestCatalogRequest(
                     idempotency_key=key(), venue_id=VENUE, events=catalog(10_000)
                 ),
                 metadata=md,
             )
+            connection = await connect_square(stub, md)
             square.faults.latency_s = 0.4  # a batch spends most of its time in flight
             started = await stub.StartSync(
                 pb.StartSyncRequest(
@@ -239,13 +240,14 @@ async def test_grpcurl_watches_a_sync_to_its_end(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{process.port}") as channel:
             stub = integration_pb2_grpc.IntegrationServiceStub(channel)
-            connection = await connect_square(stub, md)
+            # Ingested before the connection: nothing queued until StartSync.
             await stub.IngestCatalog(
                 pb.IngestCatalogRequest(
                     idempotency_key=key(), venue_id=VENUE, events=catalog(2_000)
                 ),
                 metadata=md,
             )
+            connection = await connect_square(stub, md)
             square.faults.latency_s = 0.2
             started = await stub.StartSync(
                 pb.StartSyncRequest(

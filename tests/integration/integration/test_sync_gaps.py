@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from meshdev.standins.square import SquareServer
 from meshkit.server import App
-from tests.integration.integration.support import Client, rows
+from tests.integration.integration.support import Client, quiet, rows, until
 from tests.integration.integration.test_sync import (
     catalog,
     finished,
@@ -26,34 +25,11 @@ from tickettoken.integration.v1 import integration_pb2 as pb
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, limit_s: float = 60.0) -> None:
-    """Poll `check` until it holds (a condition, not a timing: the limit only ends a hang)."""
-
-    async def poll() -> None:
-        while not await check():
-            await asyncio.sleep(0.05)
-
-    try:
-        await asyncio.wait_for(poll(), limit_s)
-    except TimeoutError:
-        pytest.fail(f"never happened: {what}")
-
-
-async def quiet(app: App) -> None:
-    """Until no job is active on any connection (every follow-up ran too)."""
-
-    async def idle() -> bool:
-        found = await rows(app, "SELECT count(*) AS n FROM sync_job_entities WHERE active")
-        return int(found[0]["n"]) == 0
-
-    await until(idle, "every sync job ended")
-
-
 async def test_a_record_that_arrives_as_the_job_ends_is_pushed_by_a_follow_up(
     client: Client, square: SquareServer
 ) -> None:
+    await ingest(client, catalog(10))  # before the connection: nothing queued
     connection = await square_connection(client)
-    await ingest(client, catalog(10))
     assert client.app.kit is not None
     async with client.app.kit.db.acquire() as holder:
         # Hold the connection row: the job reads its last (empty) batch, then waits in its
@@ -122,8 +98,8 @@ async def test_a_provider_outage_is_waited_out_and_the_job_resumes_its_batch(
 ) -> None:
     app: App = await start_integration(integration_sync_outage_backoff_s=0.2)
     async with connect(app) as client:
+        await ingest(client, catalog(1_000))  # before the connection: nothing queued
         connection = await square_connection(client)
-        await ingest(client, catalog(1_000))
         square.fail_next(3, 503)  # every attempt the guard makes at the first batch
         job = await start(client, connection.id)
         messages = await finished(client, job.id)
@@ -154,8 +130,8 @@ async def test_an_outage_longer_than_the_bound_fails_the_job_with_the_provider_e
         integration_sync_outage_backoff_s=0.1, integration_sync_outage_retries=1
     )
     async with connect(app) as client:
+        await ingest(client, catalog(300))  # before the connection: nothing queued
         connection = await square_connection(client)
-        await ingest(client, catalog(300))
         square.fail_next(6, 503)  # two claims' worth of the guard's attempts
         job = await start(client, connection.id)
         failed = (await finished(client, job.id))[-1].job

@@ -72,8 +72,8 @@ async def test_a_queued_job_shows_as_queued_with_its_age(
         assert value(before, "integration_sync_oldest_queued_seconds") == 0
         assert value(before, "integration_sync_dead_letters", **PRODUCT) == 0
 
+        await ingest(client, catalog(3))  # before the connection: nothing queued
         connection = await client.dance(pb.PROVIDER_SQUARE)
-        await ingest(client, catalog(3))
         job = await start(client, connection.id)
         assert job.status == pb.SYNC_JOB_STATUS_PENDING
 
@@ -90,10 +90,10 @@ async def test_a_queued_job_shows_as_queued_with_its_age(
 async def test_a_sync_s_records_finished_job_and_dead_letters_are_exported(
     client: Client, square: SquareServer
 ) -> None:
-    connection = await client.dance(pb.PROVIDER_SQUARE)
     events = catalog(5)
     events[0].ticket_types[2].description = ""
-    await ingest(client, events)
+    await ingest(client, events)  # before the connection: nothing queued before the mapping
+    connection = await client.dance(pb.PROVIDER_SQUARE)
     defaults = await client.stub.GetFieldMappings(
         pb.GetFieldMappingsRequest(connection_id=connection.id, entity_type=pb.ENTITY_TYPE_PRODUCT),
         metadata=client.md(),

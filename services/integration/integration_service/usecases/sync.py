@@ -1,6 +1,12 @@
 """Use cases of the sync RPCs: ingest into the mirror, start / read / watch / cancel jobs, logs,
 dead letters and their retry, schedules (and the leased job that queues due ones).
 
+What reaches the mirror goes on to the venue's tools without another call: after an ingest (or
+a recorded transaction) commits, `push_changes` queues an incremental PUSH of each changed
+entity type on every CONNECTED connection of the venue whose provider writes that type, or asks
+the job already active on it for a follow-up (`start`). An ingest that changed nothing in the
+mirror queues nothing.
+
 Access: a venue admin reaches only their venues' connections and jobs (others answer NOT_FOUND,
 as connections do); an admin reaches all."""
 
@@ -22,6 +28,7 @@ from integration_service.domain.model import (
     SYSTEM,
     Actor,
     Connection,
+    ConnectionFilter,
     ConnectionStatus,
     Direction,
     EntityType,
@@ -68,6 +75,8 @@ class IngestResult:
     changed: int
     unchanged: int
     deleted: int = 0
+    job_ids: tuple[uuid.UUID, ...] = ()
+    """The pushes queued (or active jobs answering) for the change; none when nothing changed."""
 
 
 def product_record(venue_id: str, event: CatalogEvent, t: TicketType) -> dict[str, Any]:
@@ -132,7 +141,8 @@ class SyncCases:
                 deleted = await s.delete_mirror_except(
                     conn, venue_id, EntityType.PRODUCT.value, list(records)
                 )
-        return IngestResult(changed, len(records) - changed, deleted)
+        jobs = await self.push_changes(venue_id, [EntityType.PRODUCT]) if changed or deleted else ()
+        return IngestResult(changed, len(records) - changed, deleted, jobs)
 
     async def ingest_inventory(
         self,
@@ -176,7 +186,49 @@ class SyncCases:
             }
             records = [r for r in records if current.get(r[0]) != r[1]["remaining"]]
             changed = await s.upsert_mirror(conn, venue_id, EntityType.INVENTORY.value, records)
-        return IngestResult(changed, len(wanted) - changed)
+        jobs = await self.push_changes(venue_id, [EntityType.INVENTORY]) if changed else ()
+        return IngestResult(changed, len(wanted) - changed, job_ids=jobs)
+
+    async def push_changes(
+        self, venue_id: str, entities: Sequence[EntityType]
+    ) -> tuple[uuid.UUID, ...]:
+        """Call after the mirror change of `entities` committed: an incremental PUSH per entity
+        type (one job each: a running customer sync must not stand for the receipts) on every
+        CONNECTED connection of the venue whose provider pushes it, or the active job on it
+        asked for a follow-up. One connection's trouble is logged and does not stop the
+        others' push (the change stays in the mirror for the next sync)."""
+        async with self._db.acquire() as conn:
+            connections = await connections_store.find(
+                conn,
+                ConnectionFilter(venue_ids=(venue_id,), statuses=(ConnectionStatus.CONNECTED,)),
+                limit=1000,
+                after=None,
+            )
+        jobs: list[uuid.UUID] = []
+        for connection in connections:
+            pushed = {
+                c.entity_type
+                for c in catalog.spec(connection.provider).capabilities
+                if Direction.PUSH in c.directions
+            }
+            for entity in (e for e in entities if e in pushed):
+                try:
+                    job = await self.start(
+                        SYSTEM_ADMIN,
+                        connection.id,
+                        entities=[entity],
+                        direction=Direction.PUSH,
+                        mode="INCREMENTAL",
+                    )
+                except Exception:
+                    _log.warning(
+                        "push of a mirror change not queued",
+                        extra={"connection_id": str(connection.id), "entity": entity.value},
+                        exc_info=True,
+                    )
+                    continue
+                jobs.append(job.id)
+        return tuple(jobs)
 
     # -- jobs -----------------------------------------------------------------------------------
     async def start(

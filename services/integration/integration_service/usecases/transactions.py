@@ -4,35 +4,26 @@
 The transaction goes to the mirror as a PAYMENT (id = the payment id) or REFUND (id = the
 refund id) record in the `domain.mappings` shape, and its buyer as a CUSTOMER only when they
 agreed to marketing and gave an address (id = the buyer's user id, else their lower-cased
-address). Then an incremental PUSH is queued (or the active one answered) on every CONNECTED
-connection of the venue whose provider takes one of those entity types (QuickBooks receipts and
-customers, Mailchimp members, Square customers). Called with the relay's key (@idempotent): the
-same event is recorded once; the mirror skips unchanged records in any case.
+address). Then, as after an ingest (`SyncCases.push_changes`), an incremental PUSH is queued
+(or the active one answered) on every CONNECTED connection of the venue whose provider takes one
+of those entity types (QuickBooks receipts and customers, Mailchimp members, Square
+customers). Called with the relay's key (@idempotent): the same event is recorded once; the
+mirror skips unchanged records in any case.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from integration_service.domain import catalog
 from integration_service.domain.mappings import split_name
-from integration_service.domain.model import (
-    ConnectionFilter,
-    ConnectionStatus,
-    Direction,
-    EntityType,
-)
-from integration_service.store import connections as connections_store
+from integration_service.domain.model import EntityType
 from integration_service.store import sync as sync_store
-from integration_service.usecases.sync import SYSTEM_ADMIN, SyncCases
+from integration_service.usecases.sync import SyncCases
 from meshkit.db import Database
-
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +140,6 @@ def customer_record(t: Transaction) -> dict[str, Any] | None:
     }
 
 
-def takes(
-    provider_entities: Sequence[EntityType], wanted: Sequence[EntityType]
-) -> list[EntityType]:
-    return [e for e in wanted if e in provider_entities]
-
-
 class TransactionCases:
     def __init__(self, *, db: Database, sync: SyncCases) -> None:
         self._db = db
@@ -173,35 +158,5 @@ class TransactionCases:
                 await sync_store.upsert_mirror(
                     conn, t.venue_id, entity.value, [(internal_id, data)]
                 )
-            connections = await connections_store.find(
-                conn,
-                ConnectionFilter(venue_ids=(t.venue_id,), statuses=(ConnectionStatus.CONNECTED,)),
-                limit=1000,
-                after=None,
-            )
-        jobs: list[uuid.UUID] = []
-        for connection in connections:
-            pushed = [
-                c.entity_type
-                for c in catalog.spec(connection.provider).capabilities
-                if Direction.PUSH in c.directions
-            ]
-            # One job per entity type: a running customer sync must not stand for the receipts.
-            for entity in takes(pushed, list(records)):
-                try:
-                    job = await self._sync.start(
-                        SYSTEM_ADMIN,
-                        connection.id,
-                        entities=[entity],
-                        direction=Direction.PUSH,
-                        mode="INCREMENTAL",
-                    )
-                except Exception:  # one provider's trouble must not lose the others' push
-                    _log.warning(
-                        "transaction push not queued",
-                        extra={"connection_id": str(connection.id), "entity": entity.value},
-                        exc_info=True,
-                    )
-                    continue
-                jobs.append(job.id)
-        return Recorded(t.internal_id, tuple(jobs))
+        jobs = await self._sync.push_changes(t.venue_id, list(records))
+        return Recorded(t.internal_id, jobs)
