@@ -160,9 +160,12 @@ async def run(
             "SQUARE_API_BASE": square.url,
             "PROVIDER_POLICIES": f'{{"square": {{"rate": {args.rate}}}}}',
         }
-        procs = [spawn(square_env, work, n) for n in range(2)]
+        procs: list[tuple[subprocess.Popen[bytes], int]] = []
         try:
-            for n, (proc, port) in enumerate(procs):
+            # One after the other: the first start creates the dev key file both read.
+            for n in range(2):
+                procs.append(spawn(square_env, work, n))
+                proc, port = procs[-1]
                 await asyncio.to_thread(
                     wait_until,
                     partial(serving_or_exited, proc, port),
