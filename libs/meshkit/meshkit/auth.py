@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meshkit.context import Principal
 from meshkit.errors import PermissionDenied, Unauthenticated
+from meshkit.files import create_once
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256")
 USER_ROLES = frozenset({"buyer", "venue_admin", "admin"})
@@ -129,16 +130,7 @@ def ensure_dev_keys(dev_dir: Path) -> DevKeys:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        tmp = folder / f".dev-signing.{os.getpid()}.tmp"
-        tmp.write_bytes(pem)
-        tmp.chmod(0o600)
-        try:
-            # link() fails if another process won the race: theirs is kept, ours dropped.
-            os.link(tmp, private_path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        create_once(private_path, pem)  # another process may win the race: theirs is kept
     if not public_path.exists():
         pub = (
             load_private_key(private_path)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[impor
 
 from integration_service.domain import sealing
 from integration_service.domain.errors import CredentialCorrupt, CredentialUnavailable
+from meshkit.files import create_once
 from meshkit.resilience import ProviderGuard
 
 
@@ -80,20 +79,10 @@ class LocalKeys:
     def dev(cls, path: Path) -> LocalKeys:
         """One local key kept in a file (created with mode 0600 on first use).
 
-        Processes starting at once on a fresh dev directory race to create it: each writes a
-        whole key to a private temporary file and hard-links it into place, which succeeds for
-        exactly one of them, so nobody reads a half-written file or fails on the other's."""
+        Processes starting at once on a fresh dev directory race to create it
+        (`meshkit.files.create_once`): one key wins, nobody reads it half-written."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w") as out:
-                    out.write(base64.b64encode(secrets.token_bytes(sealing.KEY_BYTES)).decode())
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, path)  # atomic: the first process's key wins
-            finally:
-                tmp.unlink()
+            create_once(path, base64.b64encode(secrets.token_bytes(sealing.KEY_BYTES)))
         return cls.from_refs({"dev-1": path.read_text().strip()})
 
     @property
