@@ -20,11 +20,8 @@ request from localstripe without any trace of ours).
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +34,6 @@ import pytest
 from meshdev.embedded import LocalStripe
 from meshdev.standins.smtp import SmtpSink
 from meshdev.testing.servers import TestTokens, channel_for, running_app
-from meshkit.logs import ContextFilter, JsonFormatter
 from meshkit.server import App
 from nft_service.app import DEFINITION as NFT
 from notify_service.app import DEFINITION as NOTIFY
@@ -166,27 +162,6 @@ async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not reached in {WAIT_S:g}s: {what}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Every JSON log line written while the test runs (access-log lines included: the access
-    log writes to the first stream handler of the root logger, this one)."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(ContextFilter("test"))
-    root = logging.getLogger()
-    level = root.level
-    root.handlers.insert(0, handler)
-    root.setLevel(logging.INFO)
-
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
-
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +33,6 @@ from meshdev.testing.servers import TestTokens, channel_for, running_app
 from meshkit.auth import Policy, allow
 from meshkit.clients import MeshClients
 from meshkit.events import envelope_of
-from meshkit.logs import ContextFilter, JsonFormatter
 from meshkit.migrations import MigrationSource
 from meshkit.outbox import OutboxEvent
 from meshkit.server import App, Kit, ServiceDefinition, ServiceRegistration
@@ -157,27 +155,6 @@ def definition(
 
 def _add(servicer: Any, server: Any) -> None:
     notify_pb2_grpc.add_NotifyServiceServicer_to_server(servicer, server)
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Every JSON log line written while the test runs (the access log writes to the first
-    stream handler of the root logger: this one)."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(ContextFilter("test"))
-    root = logging.getLogger()
-    level = root.level
-    root.handlers.insert(0, handler)
-    root.setLevel(logging.INFO)
-
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
-
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @dataclass

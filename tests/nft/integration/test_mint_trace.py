@@ -6,17 +6,11 @@ announces TicketRevoked (and logs the burn) in the revocation request's trace.""
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from meshdev.testing.servers import channel_for
-from meshkit.logs import ContextFilter, JsonFormatter
 from tests.nft.integration.support import CONTACT, Start, mint_request, outbox_envelopes, wait_job
 from tickettoken.nft.v1 import nft_pb2, nft_pb2_grpc
 
@@ -34,26 +28,6 @@ def trace_id_of(value: str) -> str:
     version, trace_id, span_id, _ = value.split("-")
     assert version == "00" and span_id != CALLER_SPAN  # a span of nft's own, in that trace
     return trace_id
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Every JSON log line written while the test runs."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(ContextFilter("test"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
-
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:

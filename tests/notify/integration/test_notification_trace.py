@@ -5,17 +5,11 @@ NotificationDelivered and logs the receipt in it too."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from meshdev.standins.sendgrid import SendGridServer
-from meshkit.logs import ContextFilter, JsonFormatter
 from tests.notify.integration.support import Client, Start, rows, send_request
 from tickettoken.common.v1 import common_pb2
 from tickettoken.notify.v1 import notify_pb2 as pb
@@ -33,26 +27,6 @@ def trace_id_of(value: str) -> str:
     version, trace_id, span_id, _ = value.split("-")
     assert version == "00" and span_id != CALLER_SPAN  # a span of notify's own, in that trace
     return trace_id
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Every JSON log line written while the test runs."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(ContextFilter("test"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
-
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 async def envelopes(client: Client) -> dict[str, list[common_pb2.EventEnvelope]]:

@@ -6,17 +6,13 @@ announces PaymentSucceeded in that trace."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
 from meshdev.standins.faultproxy import FaultProxy
-from meshkit.logs import ContextFilter, JsonFormatter
 from tests.payment.integration.support import (
     CREATE_INTENT,
     SUCCEEDED,
@@ -42,26 +38,6 @@ def trace_id_of(value: str) -> str:
     version, trace_id, span_id, _ = value.split("-")
     assert version == "00" and span_id != CALLER_SPAN  # a span of payment's own, in that trace
     return trace_id
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Every JSON log line written while the test runs."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(ContextFilter("test"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
-
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 async def test_a_3ds_payment_settled_by_webhook_continues_the_create_requests_trace(

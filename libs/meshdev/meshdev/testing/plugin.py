@@ -2,4 +2,5 @@
 
 from meshdev.testing.databases import *  # noqa: F403
 from meshdev.testing.kms import *  # noqa: F403
+from meshdev.testing.logs import *  # noqa: F403
 from meshdev.testing.servers import *  # noqa: F403
