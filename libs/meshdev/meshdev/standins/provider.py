@@ -25,6 +25,8 @@ from typing import Self
 
 from aiohttp import web
 
+from meshdev.standins.stripe import StandInServer
+
 __all__ = ["Arrival", "ProviderStandIn", "Reply", "max_in_window"]
 
 
@@ -70,7 +72,7 @@ class ProviderStandIn:
         self.arrivals: list[Arrival] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self._runner: web.AppRunner | None = None
+        self._server: StandInServer | None = None
         self.url = ""
 
     def script(self, *replies: Reply) -> None:
@@ -125,20 +127,14 @@ class ProviderStandIn:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, backlog=1024)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        port = int(sockets[0].getsockname()[1]) if sockets else self._port
-        self.url = f"http://{self._host}:{port}"
+        self._server = StandInServer(app, self._host, self._port, handler_cancellation=True)
+        self.url = await self._server.start()
         return self.url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -1353,15 +1353,28 @@ class StandInServer:
     """One of this module's apps served on `host` (ephemeral port by default) in the running
     event loop, for tests: `async with StandInServer(proxy_app(url)) as server: server.url`."""
 
-    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        handler_cancellation: bool = False,
+    ) -> None:
         self.app = app
         self._host = host
         self._port = port
+        self._cancellation = handler_cancellation  # cancel a handler when its client leaves
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=self._cancellation,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, backlog=1024)
         await site.start()

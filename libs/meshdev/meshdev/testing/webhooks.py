@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from meshdev.standins.stripe import StandInServer
+
 __all__ = ["ReceivedHook", "WebhookReceiver"]
 
 
@@ -54,7 +56,7 @@ class WebhookReceiver:
     url: str = ""
     received: list[ReceivedHook] = field(default_factory=list)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    _runner: web.AppRunner | None = None
+    _server: StandInServer | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -84,18 +86,14 @@ class WebhookReceiver:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._server = StandInServer(app)
+        self.url = await self._server.start()
         return self.url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     async def __aenter__(self) -> Self:
         await self.start()
