@@ -9,16 +9,10 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
-from collections.abc import Iterator
-from pathlib import Path
-
 import notify_service
+from meshdev.testing.layout import Layout, unmapped_errors
 from notify_service.api.errors import MAP, to_mesh_error
 from notify_service.domain import errors
-
-PACKAGE = Path(notify_service.__file__).parent
 
 FORBIDDEN_IN_DOMAIN = {
     "grpc",
@@ -54,87 +48,32 @@ SDKS = {
 }
 
 
-def _imports(path: Path) -> Iterator[tuple[int, str]]:
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.lineno, node.module
-
-
-def _layer_files(layer: str) -> list[Path]:
-    files = sorted((PACKAGE / layer).rglob("*.py"))
-    assert files, f"no files in {layer}/"
-    return files
+LAYOUT = Layout.of(notify_service, allowed=ALLOWED, shared_steps=SHARED_STEPS, sdks=SDKS)
 
 
 def test_domain_imports_nothing_but_pure_libraries_and_itself() -> None:
-    problems = []
-    for path in _layer_files("domain"):
-        for line, module in _imports(path):
-            top = module.split(".")[0]
-            outside = top == "notify_service" and not module.startswith("notify_service.domain")
-            if top in FORBIDDEN_IN_DOMAIN or outside:
-                problems.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
-    assert problems == []
+    assert LAYOUT.domain_problems(FORBIDDEN_IN_DOMAIN) == []
 
 
 def test_layers_only_import_downwards() -> None:
-    problems = []
-    for layer, allowed in ALLOWED.items():
-        for path in _layer_files(layer):
-            for line, module in _imports(path):
-                parts = module.split(".")
-                if parts[0] != "notify_service" or len(parts) < 2:
-                    continue
-                target = parts[1]
-                if target in (layer, "domain") or target in allowed:
-                    continue
-                problems.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
-    assert problems == []
+    assert LAYOUT.layer_problems() == []
 
 
 def test_use_cases_share_steps_instead_of_calling_each_other() -> None:
-    problems = []
-    for path in _layer_files("usecases"):
-        for line, module in _imports(path):
-            if not module.startswith("notify_service.usecases."):
-                continue
-            target = module.split(".")[2]
-            if target != path.stem and target not in SHARED_STEPS:
-                problems.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
-        text = path.read_text()
-        assert "Request)" not in text, f"{path.name} takes a proto request"
-    assert problems == []
+    assert LAYOUT.use_case_problems() == []
+    assert LAYOUT.files_containing("usecases", "Request)") == [], "use cases take proto requests"
 
 
 def test_each_provider_sdk_is_imported_by_its_adapter_alone() -> None:
-    for sdk, allowed in SDKS.items():
-        users = {
-            str(f.relative_to(PACKAGE))
-            for f in PACKAGE.rglob("*.py")
-            if any(m.split(".")[0] == sdk for _, m in _imports(f))
-        }
-        assert users == allowed, sdk
+    assert LAYOUT.sdk_problems() == []
 
 
 def test_production_code_never_imports_the_dev_kit() -> None:
-    users = [
-        str(f.relative_to(PACKAGE))
-        for f in PACKAGE.rglob("*.py")
-        if any(m.split(".")[0] == "meshdev" for _, m in _imports(f))
-    ]
-    assert users == []
+    assert LAYOUT.dev_kit_problems() == []
 
 
 def test_every_domain_error_has_its_entry_in_the_error_map() -> None:
-    classes = [
-        cls
-        for _, cls in inspect.getmembers(errors, inspect.isclass)
-        if issubclass(cls, errors.NotifyError) and cls.__module__ == errors.__name__
-    ]
-    assert [c.__name__ for c in classes if c is not errors.NotifyError and c not in MAP] == []
+    assert unmapped_errors(errors, errors.NotifyError, MAP) == []
 
 
 def test_error_map_details() -> None:

@@ -3,15 +3,12 @@ in its adapter, and every domain error has its place in the error map."""
 
 from __future__ import annotations
 
-import ast
-import inspect
 from pathlib import Path
 
 import payment_service
+from meshdev.testing.layout import Layout, forbidden_imports, unmapped_errors
 from payment_service.api.errors import MAP, to_mesh_error
 from payment_service.domain import errors
-
-PACKAGE = Path(payment_service.__file__).parent
 
 # What pure code must not reach: transports, databases, SDKs, the kit, and the service's outer
 # layers (the domain is what they are built on, never the other way round).
@@ -34,59 +31,36 @@ FORBIDDEN_IN_DOMAIN = (
     "payment_service.http",
     "payment_service.jobs",
 )
+SDKS = {"stripe": {"adapters/stripe_gateway.py"}}
 
-
-def imported_modules(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-    return found
-
-
-def offending(path: Path, forbidden: tuple[str, ...]) -> list[str]:
-    return [
-        m for m in imported_modules(path) if any(m == f or m.startswith(f + ".") for f in forbidden)
-    ]
+LAYOUT = Layout.of(payment_service, sdks=SDKS)
 
 
 def test_domain_imports_nothing_but_the_standard_library_and_itself() -> None:
-    files = sorted((PACKAGE / "domain").glob("*.py"))
+    files = LAYOUT.files("domain", recursive=False)
     assert len(files) >= 10
-    problems = {str(f.relative_to(PACKAGE)): offending(f, FORBIDDEN_IN_DOMAIN) for f in files}
+    problems = {LAYOUT.relative(f): forbidden_imports(f, FORBIDDEN_IN_DOMAIN) for f in files}
     assert {f: p for f, p in problems.items() if p} == {}
 
 
 def test_the_rule_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import asyncpg\nfrom meshkit.errors import NotFound\nimport dataclasses\n")
-    assert offending(bad, FORBIDDEN_IN_DOMAIN) == ["asyncpg", "meshkit.errors"]
+    assert forbidden_imports(bad, FORBIDDEN_IN_DOMAIN) == ["asyncpg", "meshkit.errors"]
 
 
 def test_only_the_adapter_imports_the_stripe_sdk() -> None:
-    users = {
-        str(f.relative_to(PACKAGE)) for f in PACKAGE.rglob("*.py") if offending(f, ("stripe",))
-    }
-    assert users == {"adapters/stripe_gateway.py"}
+    assert LAYOUT.sdk_problems() == []
 
 
 def test_use_cases_never_take_proto_requests() -> None:
-    for path in sorted((PACKAGE / "usecases").glob("*.py")):
-        text = path.read_text()
-        assert "Request)" not in text and "_pb2.Create" not in text, path.name
+    problems = LAYOUT.files_containing("usecases", "Request)", "_pb2.Create", recursive=False)
+    assert problems == []
 
 
 def test_every_domain_error_has_its_entry_in_the_error_map() -> None:
-    classes = [
-        cls
-        for _, cls in inspect.getmembers(errors, inspect.isclass)
-        if issubclass(cls, errors.PaymentError) and cls.__module__ == errors.__name__
-    ]
     # Every error is mapped, categories included (a fallback for a new error of theirs).
-    assert [c.__name__ for c in classes if c is not errors.PaymentError and c not in MAP] == []
+    assert unmapped_errors(errors, errors.PaymentError, MAP) == []
 
 
 def test_error_map_details() -> None:
