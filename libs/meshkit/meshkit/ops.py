@@ -2,14 +2,23 @@
 
 Served by aiohttp on its own port so that scraping and probes never compete with gRPC traffic and
 need no token.
+
+A registry collector's `collect()` is synchronous, so figures that must be read from elsewhere (a
+database) are read by a scrape hook (`Kit.on_scrape`) that `/metrics` awaits first, all hooks at
+once, for at most `scrape_timeout_s`; a hook still running then goes on in the background and the
+page shows what its collector holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+_log = logging.getLogger(__name__)
 
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - bind addresses, compared only
 
@@ -68,13 +77,24 @@ class OpsServer(HttpServer):
         super().__init__(host=host, port=port)
         self._registry = registry
         self._ready = ready
+        self.scrape_hooks: list[Callable[[], Awaitable[object]]] = []
+        self.scrape_timeout_s = 3.0
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
+        if self.scrape_hooks:
+            await self._run_scrape_hooks()
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _run_scrape_hooks(self) -> None:
+        tasks = [asyncio.ensure_future(hook()) for hook in self.scrape_hooks]
+        done, _ = await asyncio.wait(tasks, timeout=self.scrape_timeout_s)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                _log.warning("a scrape hook failed", exc_info=task.exception())
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

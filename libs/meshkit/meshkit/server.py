@@ -128,6 +128,7 @@ class Kit:
     workers: list[tuple[str, Worker]] = field(default_factory=list)
     start_hooks: list[Hook] = field(default_factory=list)
     stop_hooks: list[Hook] = field(default_factory=list)
+    scrape_hooks: list[Hook] = field(default_factory=list)
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """Run `worker` in the background from start until shutdown (after RPCs drain)."""
@@ -177,6 +178,11 @@ class Kit:
         """Call `hook` once the gRPC and HTTP ports are bound, before workers start and before
         health reports SERVING; an exception fails the start."""
         self.start_hooks.append(hook)
+
+    def on_scrape(self, hook: Hook) -> None:
+        """Await `hook` before each `/metrics` page is rendered (bounded; meshkit.ops), so a
+        collector can answer figures read from elsewhere (e.g. a database) fresh."""
+        self.scrape_hooks.append(hook)
 
     def on_stop(self, hook: Hook) -> None:
         """Call `hook` at shutdown, after RPCs drained and workers stopped, before the kit closes
@@ -462,6 +468,7 @@ class App:
             events=EventPublisher(name),
             tracing=tracing,
         )
+        self.ops.scrape_hooks = self.kit.scrape_hooks  # the same list: hooks added by build
         self.kit.add_periodic_job(
             "idempotency-purge", s.idempotency_purge_interval_s, idempotency.purge_expired
         )

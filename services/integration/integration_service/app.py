@@ -173,7 +173,9 @@ def build_sync(settings: IntegrationSettings, kit: Kit, tokens: TokenKeeper) -> 
         load_mappings=mappings_store.load,
     )
     cases = SyncCases(db=kit.db, wake=engine.wake)
-    kit.on_stop(SyncMetrics(kit.db, kit.registry).close)  # read at scrape time
+    sync_metrics = SyncMetrics(kit.db, kit.registry)
+    kit.on_scrape(sync_metrics.refresh_if_due)  # the tables read when Prometheus scrapes
+    kit.on_stop(sync_metrics.close)
     for n in range(settings.integration_sync_workers):
         kit.add_worker(
             f"sync-{n}",

@@ -5,12 +5,13 @@ written by whichever replica runs a job), so the numbers are aggregate queries o
 rather than in-process counters: every replica exports the same values (query them with
 `max by (...)`, not `sum`).
 
-A registry collector's `collect()` is synchronous and runs on the event loop (the ops port's
-/metrics handler), so it cannot await the database. Each scrape therefore answers the last
-snapshot read and starts the next read in the background (one at a time, at most once per
-`min_interval_s`, bounded by `timeout_s` as a statement timeout): a scrape shows the tables as
-they were at the previous scrape. A replica nobody scrapes runs no queries. A read that fails is
-logged and leaves the previous snapshot (`integration_sync_metrics_read_ok` says so).
+A registry collector's `collect()` is synchronous, so the tables are read by `refresh_if_due`,
+which the service registers as a scrape hook (`kit.on_scrape`): /metrics awaits it before
+rendering, so a scrape shows the tables as they are (one read at a time, at most once per
+`min_interval_s`, bounded by `timeout_s` as a statement timeout). Collected without a hook (another
+registry's dump) it answers the last snapshot and starts a read in the background. A replica
+nobody scrapes runs no queries. A read that fails is logged and leaves the previous snapshot
+(`integration_sync_metrics_read_ok` says so).
 
 Families:
 
@@ -166,6 +167,14 @@ class SyncMetrics(Collector):
         except Exception:  # a scrape must not fail: keep the previous snapshot
             _log.warning("sync metrics: reading the sync tables failed", exc_info=True)
             self._read_ok = False
+
+    async def refresh_if_due(self) -> None:
+        """The scrape hook: read now unless a read ran within `min_interval_s`; join a read
+        already under way."""
+        self._refresh_soon()
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)  # a scrape that gives up leaves the read to finish
 
     async def close(self) -> None:
         task, self._task = self._task, None
