@@ -1,48 +1,50 @@
-"""What the integration providers' stand-ins (`square`, `quickbooks`, `mailchimp`) share: a server
-base with the fault script, webhook sender, clock and control API; rate limits (token bucket,
-sliding window, in-flight caps) that count what they refuse; a body-keyed idempotency store;
-OAuth helpers (PKCE S256, single-use authorization codes); tokens and timestamps.
+"""What the HTTP provider stand-ins share. `HttpStandIn`, the server base of all of them (the
+messaging ones, `sendgrid` and `twilio`, too): fault script, webhook sender, lifecycle and control
+API; `ApiStandIn`, what the integration providers' stand-ins (`square`, `quickbooks`,
+`mailchimp`) add: a clock and call counters. Also rate limits (token bucket, sliding window,
+fixed window, in-flight caps) that count what they refuse; a body-keyed idempotency store; OAuth
+helpers (PKCE S256, single-use authorization codes); tokens and timestamps.
 
 Dev/test only, like every module in `meshdev.standins`.
 
-Control API every `ApiStandIn` serves (JSON; the providers never use `/_standin/`):
+Control API every `HttpStandIn` serves (JSON; the providers never use `/_standin/`):
 
     GET    /_standin/health          {"ok": true}
-    GET    /_standin/settings        what it runs with, plus the call counters (`stats`)
+    GET    /_standin/settings        what it runs with (an `ApiStandIn`: plus the call counters,
+                                     `stats`)
     PATCH  /_standin/config          change limits / webhook settings while it runs
     POST   /_standin/faults          {"count", "status" (5xx | 429 | 0), "delay_s", "retry_after"}
     DELETE /_standin/faults
-    POST   /_standin/clock           {"advance_s": N}: move the provider's clock forward (token
-                                     expiry, `updated_at`), never the rate limiters' clock
     GET    /_standin/deliveries      every webhook POST made and the receiver's answer
     POST   /_standin/reset           forget data, grants, faults, counters and deliveries
+
+and every `ApiStandIn` also:
+
+    POST   /_standin/clock           {"advance_s": N}: move the provider's clock forward (token
+                                     expiry, `updated_at`), never the rate limiters' clock
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import logging
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
 from aiohttp import web
 
-from meshdev.standins.sendgrid import (
-    Fault,
-    FaultScript,
-    WebhookDelivery,
-    WebhookSender,
-    json_response,
-    read_json_object,
-)
 from meshdev.standins.stripe import StandInServer
 
 __all__ = [
@@ -52,6 +54,9 @@ __all__ = [
     "Clock",
     "Decision",
     "Fault",
+    "FaultScript",
+    "FixedWindow",
+    "HttpStandIn",
     "InFlight",
     "Limit",
     "ReplayStore",
@@ -59,6 +64,7 @@ __all__ = [
     "Stats",
     "TokenBucket",
     "WebhookDelivery",
+    "WebhookSender",
     "decode_cursor",
     "dumps",
     "encode_cursor",
@@ -69,6 +75,8 @@ __all__ = [
     "read_json_object",
     "rfc3339",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 # -- time and tokens -------------------------------------------------------------------------
@@ -132,17 +140,20 @@ class Decision:
     """Time until the limit is whole again."""
 
 
-class Limit:
+class Limit(ABC):
     """A rate limit; `None` capacity never refuses."""
 
+    @abstractmethod
     def take(self) -> Decision:
-        raise NotImplementedError
+        """Count one call, or refuse it."""
 
+    @abstractmethod
     def reset(self) -> None:
-        raise NotImplementedError
+        """Forget every call counted."""
 
+    @abstractmethod
     def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The limit's settings, for `GET /_standin/settings`."""
 
 
 class TokenBucket(Limit):
@@ -417,41 +428,220 @@ def decode_cursor(cursor: str, scope: str = "") -> int | None:
     return after
 
 
+# -- faults, rate windows, webhooks and JSON (every HTTP stand-in here) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One scripted answer to the next API call."""
+
+    status: int = 503
+    """The status to answer with (5xx, or 429); 0 answers normally, after `delay_s`."""
+    delay_s: float = 0.0
+    """Time to wait before answering."""
+    retry_after: int | None = None
+    """Seconds for a `Retry-After` header."""
+
+
+class FaultScript:
+    """Faults for the next calls, in order; then `latency_s` on every call."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Fault] = deque()
+        self.latency_s = 0.0
+        """Latency added to every API call (on top of a fault's own delay)."""
+
+    def add(self, fault: Fault, count: int = 1) -> None:
+        self._queue.extend([fault] * count)
+
+    def next(self) -> Fault | None:
+        return self._queue.popleft() if self._queue else None
+
+    def clear(self) -> None:
+        self._queue.clear()
+        self.latency_s = 0.0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add_json(self, spec: dict[str, Any]) -> None:
+        """`{"count": n, "status": s, "delay_s": d, "retry_after": r}` (control API)."""
+        retry_after = spec.get("retry_after")
+        self.add(
+            Fault(
+                status=int(spec.get("status", 503)),
+                delay_s=float(spec.get("delay_s", 0.0)),
+                retry_after=None if retry_after is None else int(retry_after),
+            ),
+            int(spec.get("count", 1)),
+        )
+
+
+class FixedWindow:
+    """At most `limit` calls per window of `period_s` (windows aligned on the epoch, like the
+    providers' `Reset` headers); `limit=None` never refuses."""
+
+    def __init__(
+        self, limit: int | None, period_s: float = 1.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.limit = limit
+        self.period_s = period_s
+        self.clock = clock
+        self._window = -1
+        self._used = 0
+
+    def take(self) -> tuple[bool, int, int]:
+        """Count one call: (allowed, remaining after it, the window's end in epoch seconds)."""
+        now = self.clock()
+        window = int(now // self.period_s)
+        if window != self._window:
+            self._window, self._used = window, 0
+        reset = int((window + 1) * self.period_s)
+        if self.limit is None:
+            return True, 0, reset
+        if self._used >= self.limit:
+            return False, 0, reset
+        self._used += 1
+        return True, self.limit - self._used, reset
+
+    def reset(self) -> None:
+        self._window, self._used = -1, 0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One POST a stand-in made to a webhook URL, and the receiver's answer."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    status: int | None
+    """The receiver's HTTP status; None when no answer came (`error` says why)."""
+    error: str = ""
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "body": self.body.decode("utf-8", errors="replace")}
+
+
+class WebhookSender:
+    """Posts webhooks from a stand-in and keeps every attempt in `deliveries`. Background sends
+    (automatic events) are tracked and cancelled on `stop()`."""
+
+    def __init__(self, user_agent: str) -> None:
+        self.user_agent = user_agent
+        self.deliveries: list[WebhookDelivery] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("webhook task failed", exc_info=task.exception())
+
+    async def idle(self, timeout: float = 10.0) -> None:
+        """Wait until every background send has finished."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> WebhookDelivery:
+        if self._session is None:
+            raise RuntimeError("the stand-in is not started")
+        sent = {"User-Agent": self.user_agent, **headers}
+        try:
+            async with self._session.post(url, data=body, headers=sent) as response:
+                await response.read()
+                delivery = WebhookDelivery(url, body, sent, response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            delivery = WebhookDelivery(url, body, sent, None, f"{type(exc).__name__}: {exc}")
+        self.deliveries.append(delivery)
+        # One self-contained line: a stand-in process logs with a plain format (no extras).
+        logger.info("webhook POST %s -> %s", url, delivery.status or delivery.error)
+        return delivery
+
+
+def json_response(
+    obj: object, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(obj).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The control API's JSON body (an object; empty means `{}`)."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    body = json.loads(raw)
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    return body
+
+
 # -- the server base -------------------------------------------------------------------------
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ApiStandIn:
+class HttpStandIn(ABC):
     """A provider stand-in served in the running event loop (`async with`), or as a process
-    through `app` (`web.run_app`). Subclasses add their routes in `_routes` and their settings
-    in `_settings_json` / `_configure_json`, and forget their data in `_reset_data`."""
+    through `app` (`web.run_app`): the fault script, the webhook sender and the control API
+    under `/_standin/` (health, settings, config, faults, deliveries, reset). Subclasses add the
+    provider's API in `_routes`, their own control routes in `_extra_control`, their settings in
+    `_settings_json` / `_configure_json`, and forget their data in `_reset_data`."""
 
-    name = "provider"
     user_agent = "meshdev stand-in"
+    client_max_size = 1024**2
+    """The largest request body accepted (aiohttp's default)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.clock = Clock()
         self.faults = FaultScript()
-        self.stats = Stats()
         self.sender = WebhookSender(self.user_agent)
         self.app = self._build_app()
         self._server = StandInServer(self.app, host, port)
 
     # -- subclass hooks --------------------------------------------------------------------------
+    @abstractmethod
     def _routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+        """Add the provider's API routes."""
 
+    @abstractmethod
     def _settings_json(self) -> dict[str, Any]:
-        return {}
+        """The provider-specific part of `GET /_standin/settings`."""
 
+    @abstractmethod
     def _configure_json(self, spec: dict[str, Any]) -> None:
         """Apply the provider-specific keys of a `PATCH /_standin/config`."""
 
+    @abstractmethod
     def _reset_data(self) -> None:
         """Forget the provider's data and grants."""
 
+    @abstractmethod
     def _extra_control(self, app: web.Application) -> None:
         """Provider-specific control routes under `/_standin/`."""
 
@@ -476,44 +666,27 @@ class ApiStandIn:
         """Answer the next `count` API calls normally, after `delay_s`."""
         self.faults.add(Fault(status=0, delay_s=delay_s), count)
 
-    def advance_clock(self, seconds: float) -> None:
-        """Move the provider's clock forward (tokens expire, timestamps move)."""
-        self.clock.advance(seconds)
-
     def reset(self) -> None:
-        """Forget data, grants, faults, counters and deliveries."""
+        """Forget data, faults and deliveries."""
         self._reset_data()
         self.faults.clear()
-        self.stats = Stats()
         self.sender.deliveries.clear()
 
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until every automatic webhook POST started so far has been answered."""
         await self.sender.idle(timeout)
 
-    def next_fault(self) -> tuple[Fault | None, float]:
-        """The next scripted fault to answer with (None: answer normally), and the delay to add
-        first (the configured latency plus a scripted slow call)."""
-        fault = self.faults.next()
-        delay = self.faults.latency_s + (fault.delay_s if fault else 0.0)
-        if fault is not None and fault.status:
-            self.stats.scripted_faults += 1
-            return fault, delay
-        return None, delay
-
     # -- control API ----------------------------------------------------------------------------
+    def _control_json(self) -> dict[str, Any]:
+        """What `GET /_standin/settings` shows besides the URL and `_settings_json`."""
+        return {"latency_s": self.faults.latency_s}
+
     async def _health(self, _request: web.Request) -> web.Response:
         return json_response({"ok": True})
 
     async def _settings(self, request: web.Request) -> web.Response:
         return json_response(
-            {
-                "url": str(request.url.origin()),
-                "latency_s": self.faults.latency_s,
-                "clock_offset_s": self.clock.offset_s,
-                "stats": self.stats.to_json(),
-                **self._settings_json(),
-            }
+            {"url": str(request.url.origin()), **self._control_json(), **self._settings_json()}
         )
 
     async def _configure(self, request: web.Request) -> web.Response:
@@ -534,14 +707,6 @@ class ApiStandIn:
         self.faults.clear()
         return json_response({"pending": 0})
 
-    async def _clock(self, request: web.Request) -> web.Response:
-        spec = await read_json_object(request)
-        try:
-            self.advance_clock(float(spec.get("advance_s", 0.0)))
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        return json_response({"now": self.clock.now(), "offset_s": self.clock.offset_s})
-
     async def _deliveries(self, _request: web.Request) -> web.Response:
         return json_response([d.to_json() for d in self.deliveries])
 
@@ -549,16 +714,19 @@ class ApiStandIn:
         self.reset()
         return json_response({"reset": True})
 
-    def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def _control(self, app: web.Application) -> None:
+        """The control routes every stand-in serves."""
         app.router.add_get("/_standin/health", self._health)
         app.router.add_get("/_standin/settings", self._settings)
         app.router.add_patch("/_standin/config", self._configure)
         app.router.add_post("/_standin/faults", self._add_faults)
         app.router.add_delete("/_standin/faults", self._clear_faults)
-        app.router.add_post("/_standin/clock", self._clock)
         app.router.add_get("/_standin/deliveries", self._deliveries)
         app.router.add_post("/_standin/reset", self._reset)
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.client_max_size)
+        self._control(app)
         self._extra_control(app)
         self._routes(app)
         app.cleanup_ctx.append(self._sender_ctx)
@@ -587,6 +755,57 @@ class ApiStandIn:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+class ApiStandIn(HttpStandIn):
+    """What the integration providers' stand-ins add to `HttpStandIn`: the provider's clock
+    (`POST /_standin/clock`), call counters (`stats`) and larger request bodies."""
+
+    name = "provider"
+    client_max_size = 64 * 1024 * 1024
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.clock = Clock()
+        self.stats = Stats()
+        super().__init__(host=host, port=port)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the provider's clock forward (tokens expire, timestamps move)."""
+        self.clock.advance(seconds)
+
+    def reset(self) -> None:
+        """Forget data, grants, faults, counters and deliveries."""
+        super().reset()
+        self.stats = Stats()
+
+    def next_fault(self) -> tuple[Fault | None, float]:
+        """The next scripted fault to answer with (None: answer normally), and the delay to add
+        first (the configured latency plus a scripted slow call)."""
+        fault = self.faults.next()
+        delay = self.faults.latency_s + (fault.delay_s if fault else 0.0)
+        if fault is not None and fault.status:
+            self.stats.scripted_faults += 1
+            return fault, delay
+        return None, delay
+
+    def _control_json(self) -> dict[str, Any]:
+        return {
+            **super()._control_json(),
+            "clock_offset_s": self.clock.offset_s,
+            "stats": self.stats.to_json(),
+        }
+
+    async def _clock(self, request: web.Request) -> web.Response:
+        spec = await read_json_object(request)
+        try:
+            self.advance_clock(float(spec.get("advance_s", 0.0)))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response({"now": self.clock.now(), "offset_s": self.clock.offset_s})
+
+    def _control(self, app: web.Application) -> None:
+        super()._control(app)
+        app.router.add_post("/_standin/clock", self._clock)
 
 
 def dumps(obj: object) -> bytes:

@@ -48,7 +48,9 @@ As a process (`meshdev.embedded.SendGridStandIn`): `python -m meshdev.standins.s
 drive it through JSON under `/_standin/` (messages, faults, config, outcomes, events, deliveries,
 reset, settings), which SendGrid's API never uses.
 
-The fault script, rate window and webhook sender here are shared with `meshdev.standins.twilio`.
+The server base (fault script, webhook sender, lifecycle, control API) and the rate window come
+from `meshdev.standins.apibase` (`HttpStandIn`, `FixedWindow`), shared with the other stand-ins;
+the fault script and webhook sender classes are re-exported here.
 """
 
 from __future__ import annotations
@@ -63,19 +65,25 @@ import re
 import secrets
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meshdev.standins.stripe import StandInServer
+from meshdev.standins.apibase import (
+    Fault,
+    FaultScript,
+    FixedWindow,
+    HttpStandIn,
+    WebhookDelivery,
+    WebhookSender,
+    json_response,
+    read_json_object,
+)
 
 __all__ = [
     "DEV_API_KEY",
@@ -113,179 +121,6 @@ _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _RESERVED = frozenset(
     {"email", "timestamp", "event", "smtp-id", "sg_event_id", "sg_message_id", "category"}
 )
-
-
-# -- shared by the HTTP messaging stand-ins (sendgrid, twilio) ----------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """One scripted answer to the next API call."""
-
-    status: int = 503
-    """The status to answer with (5xx, or 429); 0 answers normally, after `delay_s`."""
-    delay_s: float = 0.0
-    """Time to wait before answering."""
-    retry_after: int | None = None
-    """Seconds for a `Retry-After` header."""
-
-
-class FaultScript:
-    """Faults for the next calls, in order; then `latency_s` on every call."""
-
-    def __init__(self) -> None:
-        self._queue: deque[Fault] = deque()
-        self.latency_s = 0.0
-        """Latency added to every API call (on top of a fault's own delay)."""
-
-    def add(self, fault: Fault, count: int = 1) -> None:
-        self._queue.extend([fault] * count)
-
-    def next(self) -> Fault | None:
-        return self._queue.popleft() if self._queue else None
-
-    def clear(self) -> None:
-        self._queue.clear()
-        self.latency_s = 0.0
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def add_json(self, spec: dict[str, Any]) -> None:
-        """`{"count": n, "status": s, "delay_s": d, "retry_after": r}` (control API)."""
-        retry_after = spec.get("retry_after")
-        self.add(
-            Fault(
-                status=int(spec.get("status", 503)),
-                delay_s=float(spec.get("delay_s", 0.0)),
-                retry_after=None if retry_after is None else int(retry_after),
-            ),
-            int(spec.get("count", 1)),
-        )
-
-
-class FixedWindow:
-    """At most `limit` calls per window of `period_s` (windows aligned on the epoch, like the
-    providers' `Reset` headers); `limit=None` never refuses."""
-
-    def __init__(
-        self, limit: int | None, period_s: float = 1.0, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.limit = limit
-        self.period_s = period_s
-        self.clock = clock
-        self._window = -1
-        self._used = 0
-
-    def take(self) -> tuple[bool, int, int]:
-        """Count one call: (allowed, remaining after it, the window's end in epoch seconds)."""
-        now = self.clock()
-        window = int(now // self.period_s)
-        if window != self._window:
-            self._window, self._used = window, 0
-        reset = int((window + 1) * self.period_s)
-        if self.limit is None:
-            return True, 0, reset
-        if self._used >= self.limit:
-            return False, 0, reset
-        self._used += 1
-        return True, self.limit - self._used, reset
-
-    def reset(self) -> None:
-        self._window, self._used = -1, 0
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookDelivery:
-    """One POST a stand-in made to a webhook URL, and the receiver's answer."""
-
-    url: str
-    body: bytes
-    headers: dict[str, str]
-    status: int | None
-    """The receiver's HTTP status; None when no answer came (`error` says why)."""
-    error: str = ""
-    at: float = field(default_factory=time.time)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "body": self.body.decode("utf-8", errors="replace")}
-
-
-class WebhookSender:
-    """Posts webhooks from a stand-in and keeps every attempt in `deliveries`. Background sends
-    (automatic events) are tracked and cancelled on `stop()`."""
-
-    def __init__(self, user_agent: str) -> None:
-        self.user_agent = user_agent
-        self.deliveries: list[WebhookDelivery] = []
-        self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-
-    async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("webhook task failed", exc_info=task.exception())
-
-    async def idle(self, timeout: float = 10.0) -> None:
-        """Wait until every background send has finished."""
-        async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> WebhookDelivery:
-        if self._session is None:
-            raise RuntimeError("the stand-in is not started")
-        sent = {"User-Agent": self.user_agent, **headers}
-        try:
-            async with self._session.post(url, data=body, headers=sent) as response:
-                await response.read()
-                delivery = WebhookDelivery(url, body, sent, response.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            delivery = WebhookDelivery(url, body, sent, None, f"{type(exc).__name__}: {exc}")
-        self.deliveries.append(delivery)
-        # One self-contained line: a stand-in process logs with a plain format (no extras).
-        logger.info("webhook POST %s -> %s", url, delivery.status or delivery.error)
-        return delivery
-
-
-def json_response(
-    obj: object, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(obj).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The control API's JSON body (an object; empty means `{}`)."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    body = json.loads(raw)
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return body
 
 
 # -- the Event Webhook's signature --------------------------------------------------------------
@@ -580,8 +415,11 @@ def _new_message_id() -> str:
     return secrets.token_urlsafe(16)[:22]
 
 
-class SendGridServer:
-    """The stand-in (module doc) served in the running event loop; `url` once started."""
+class SendGridServer(HttpStandIn):
+    """The stand-in (module doc) served in the running event loop; `url` once started (the base
+    URL to give `SendGridAPIClient(host=...)`)."""
+
+    user_agent = "SendGrid Event API"
 
     def __init__(
         self,
@@ -603,23 +441,15 @@ class SendGridServer:
         self.event_delay_s = event_delay_s
         """Pause before each automatic event POST (processed, then the outcome)."""
         self.window = FixedWindow(rate_limit, rate_period_s)
-        self.faults = FaultScript()
         self.messages: list[SentMail] = []
         self.outcomes: dict[str, dict[str, Any]] = {}
         """Automatic outcome per recipient address (lower case); default `delivered`."""
         self.calls = 0
         """Mail send calls received (answered or not)."""
-        self.sender = WebhookSender("SendGrid Event API")
         self._forger = generate_signing_key()
-        self.app = self._build_app()
-        self._server = StandInServer(self.app, host, port)
+        super().__init__(host=host, port=port)
 
     # -- configuration the service needs -------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """The base URL to give `SendGridAPIClient(host=...)`."""
-        return self._server.url
-
     @property
     def public_key(self) -> str:
         """The Event Webhook verification key (base64 DER, as on SendGrid's settings page)."""
@@ -629,27 +459,7 @@ class SendGridServer:
     def public_key_pem(self) -> str:
         return public_key_pem(self.signing_key)
 
-    @property
-    def deliveries(self) -> list[WebhookDelivery]:
-        return self.sender.deliveries
-
-    async def idle(self, timeout: float = 10.0) -> None:
-        """Wait until every automatic webhook POST started so far has been answered."""
-        await self.sender.idle(timeout)
-
-    # -- scripting -----------------------------------------------------------------------------
-    def fail_next(self, count: int = 1, status: int = 503) -> None:
-        """Answer the next `count` mail sends with `status` (5xx) and keep nothing."""
-        self.faults.add(Fault(status=status), count)
-
-    def throttle_next(self, count: int = 1, retry_after: int = 1) -> None:
-        """Answer the next `count` mail sends 429 with `Retry-After: retry_after`."""
-        self.faults.add(Fault(status=429, retry_after=retry_after), count)
-
-    def slow_next(self, count: int = 1, delay_s: float = 1.0) -> None:
-        """Answer the next `count` mail sends normally, after `delay_s`."""
-        self.faults.add(Fault(status=0, delay_s=delay_s), count)
-
+    # -- scripting (`fail_next`, `throttle_next`, `slow_next`: the base's) ---------------------
     def set_outcome(self, email: str, event: str = "bounce", **fields: Any) -> None:
         """What automatic events report for `email`: `bounce`, `dropped`, ... (extra fields such
         as `reason` go into the event)."""
@@ -657,11 +467,9 @@ class SendGridServer:
             raise ValueError(f"unknown event {event!r}")
         self.outcomes[email.lower()] = {"event": event, **fields}
 
-    def reset(self) -> None:
-        """Forget messages, deliveries, faults, outcomes and the rate window."""
+    def _reset_data(self) -> None:
+        """Forget messages, outcomes and the rate window (`reset`: deliveries and faults too)."""
         self.messages.clear()
-        self.sender.deliveries.clear()
-        self.faults.clear()
         self.outcomes.clear()
         self.window.reset()
         self.calls = 0
@@ -828,54 +636,43 @@ class SendGridServer:
             self.sender.spawn(self._auto_events(message))
         return web.Response(status=202, headers={**limits, "X-Message-Id": message.message_id})
 
-    # -- the control API (`/_standin/`, for processes) ------------------------------------------
-    async def _settings(self, request: web.Request) -> web.Response:
-        return json_response(
-            {
-                "url": str(request.url.origin()),
-                "api_keys": sorted(self.api_keys),
-                "public_key": self.public_key,
-                "public_key_pem": self.public_key_pem,
-                "webhook_url": self.webhook_url,
-                "auto_events": self.auto_events,
-                "rate_limit": self.window.limit,
-                "rate_period_s": self.window.period_s,
-                "latency_s": self.faults.latency_s,
-                "calls": self.calls,
-            }
-        )
+    # -- the control API (`/_standin/`, for processes; the rest is the base's) -----------------
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post(MAIL_SEND, self.mail_send)
 
-    async def _messages(self, _request: web.Request) -> web.Response:
-        return json_response([m.to_json() for m in self.messages])
+    def _extra_control(self, app: web.Application) -> None:
+        app.router.add_get("/_standin/messages", self._messages)
+        app.router.add_post("/_standin/outcomes", self._set_outcome)
+        app.router.add_post("/_standin/events", self._emit)
 
-    async def _deliveries(self, _request: web.Request) -> web.Response:
-        return json_response([d.to_json() for d in self.deliveries])
+    def _settings_json(self) -> dict[str, Any]:
+        return {
+            "api_keys": sorted(self.api_keys),
+            "public_key": self.public_key,
+            "public_key_pem": self.public_key_pem,
+            "webhook_url": self.webhook_url,
+            "auto_events": self.auto_events,
+            "rate_limit": self.window.limit,
+            "rate_period_s": self.window.period_s,
+            "calls": self.calls,
+        }
 
-    async def _add_faults(self, request: web.Request) -> web.Response:
-        self.faults.add_json(await read_json_object(request))
-        return json_response({"pending": len(self.faults)})
-
-    async def _clear_faults(self, _request: web.Request) -> web.Response:
-        self.faults.clear()
-        return json_response({"pending": 0})
-
-    async def _configure(self, request: web.Request) -> web.Response:
-        spec = await read_json_object(request)
+    def _configure_json(self, spec: dict[str, Any]) -> None:
         if "webhook_url" in spec:
             self.webhook_url = spec["webhook_url"] or None
         if "auto_events" in spec:
             self.auto_events = bool(spec["auto_events"])
         if "event_delay_s" in spec:
             self.event_delay_s = float(spec["event_delay_s"])
-        if "latency_s" in spec:
-            self.faults.latency_s = float(spec["latency_s"])
         if "rate_limit" in spec:
             self.window.limit = None if spec["rate_limit"] is None else int(spec["rate_limit"])
         if "rate_period_s" in spec:
             self.window.period_s = float(spec["rate_period_s"])
         if "api_keys" in spec:
             self.api_keys = set(spec["api_keys"])
-        return await self._settings(request)
+
+    async def _messages(self, _request: web.Request) -> web.Response:
+        return json_response([m.to_json() for m in self.messages])
 
     async def _set_outcome(self, request: web.Request) -> web.Response:
         spec = await read_json_object(request)
@@ -894,55 +691,6 @@ class SendGridServer:
         except (RuntimeError, ValueError) as exc:
             return json_response({"error": str(exc)}, 409)
         return json_response(delivery.to_json())
-
-    async def _reset(self, _request: web.Request) -> web.Response:
-        self.reset()
-        return json_response({"reset": True})
-
-    async def _health(self, _request: web.Request) -> web.Response:
-        return json_response({"ok": True})
-
-    def _build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post(MAIL_SEND, self.mail_send)
-        app.router.add_get("/_standin/health", self._health)
-        app.router.add_get("/_standin/settings", self._settings)
-        app.router.add_patch("/_standin/config", self._configure)
-        app.router.add_get("/_standin/messages", self._messages)
-        app.router.add_get("/_standin/deliveries", self._deliveries)
-        app.router.add_post("/_standin/faults", self._add_faults)
-        app.router.add_delete("/_standin/faults", self._clear_faults)
-        app.router.add_post("/_standin/outcomes", self._set_outcome)
-        app.router.add_post("/_standin/events", self._emit)
-        app.router.add_post("/_standin/reset", self._reset)
-        app.on_startup.append(self._on_startup)
-        app.on_cleanup.append(self._on_cleanup)
-        return app
-
-    async def _on_startup(self, _app: web.Application) -> None:
-        await self.sender.start()
-
-    async def _on_cleanup(self, _app: web.Application) -> None:
-        await self.sender.stop()
-
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> str:
-        return await self._server.start()
-
-    async def stop(self) -> None:
-        await self._server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 _EVENT_DEFAULTS: dict[str, dict[str, Any]] = {

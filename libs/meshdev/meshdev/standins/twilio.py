@@ -69,22 +69,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
-from meshdev.standins.sendgrid import (
+from meshdev.standins.apibase import (
     Fault,
-    FaultScript,
     FixedWindow,
+    HttpStandIn,
     WebhookDelivery,
-    WebhookSender,
     json_response,
     read_json_object,
 )
-from meshdev.standins.stripe import StandInServer
 
 __all__ = [
     "API_VERSION",
@@ -206,8 +203,11 @@ class SentSms:
         }
 
 
-class TwilioServer:
-    """The stand-in (module doc) served in the running event loop; `url` once started."""
+class TwilioServer(HttpStandIn):
+    """The stand-in (module doc) served in the running event loop; `url` once started (the base
+    URL to set as `client.api.base_url`)."""
+
+    user_agent = "TwilioProxy/1.1"
 
     def __init__(
         self,
@@ -231,7 +231,6 @@ class TwilioServer:
         """Pause before each automatic status callback (`sent`, then the outcome)."""
         self.max_concurrency = max_concurrency
         self.window = FixedWindow(rate_per_s, 1.0)
-        self.faults = FaultScript()
         self.messages: dict[str, SentSms] = {}
         self.outcomes: dict[str, tuple[str, int | None]] = {}
         """Automatic final status per `To` number: (status, ErrorCode); default delivered."""
@@ -239,34 +238,12 @@ class TwilioServer:
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        self.sender = WebhookSender("TwilioProxy/1.1")
-        self.app = self._build_app()
-        self._server = StandInServer(self.app, host, port)
+        super().__init__(host=host, port=port)
 
-    @property
-    def url(self) -> str:
-        """The base URL to set as `client.api.base_url`."""
-        return self._server.url
-
-    @property
-    def deliveries(self) -> list[WebhookDelivery]:
-        return self.sender.deliveries
-
-    async def idle(self, timeout: float = 10.0) -> None:
-        """Wait until every automatic webhook POST started so far has been answered."""
-        await self.sender.idle(timeout)
-
-    # -- scripting -----------------------------------------------------------------------------
+    # -- scripting (`throttle_next`, `slow_next`: the base's; a 429 answers 20429) -------------
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         """Answer the next `count` calls with `status` (500 → 20500, 503 → 20503)."""
         self.faults.add(Fault(status=status), count)
-
-    def throttle_next(self, count: int = 1, retry_after: int = 1) -> None:
-        """Answer the next `count` calls 429 / 20429 with `Retry-After`."""
-        self.faults.add(Fault(status=429, retry_after=retry_after), count)
-
-    def slow_next(self, count: int = 1, delay_s: float = 1.0) -> None:
-        self.faults.add(Fault(status=0, delay_s=delay_s), count)
 
     def set_outcome(
         self, to: str, status: str = "undelivered", error_code: int | None = 30003
@@ -276,11 +253,10 @@ class TwilioServer:
             raise ValueError(f"a final status is one of {', '.join(FINAL_STATUSES)}")
         self.outcomes[to] = (status, None if status == "delivered" else error_code)
 
-    def reset(self) -> None:
-        """Forget messages, deliveries, faults, outcomes, opt-outs and the rate window."""
+    def _reset_data(self) -> None:
+        """Forget messages, outcomes, opt-outs and the rate window (`reset`: deliveries and
+        faults too)."""
         self.messages.clear()
-        self.sender.deliveries.clear()
-        self.faults.clear()
         self.outcomes.clear()
         self.opted_out.clear()
         self.window.reset()
@@ -509,55 +485,45 @@ class TwilioServer:
             self.sender.spawn(self._auto_callbacks(message))
         return json_response(message.resource(), 201)
 
-    # -- the control API (`/_standin/`, for processes) ------------------------------------------
-    async def _settings(self, request: web.Request) -> web.Response:
-        return json_response(
-            {
-                "url": str(request.url.origin()),
-                "account_sid": self.account_sid,
-                "auth_token": self.auth_token,
-                "inbound_url": self.inbound_url,
-                "auto_callbacks": self.auto_callbacks,
-                "callback_delay_s": self.callback_delay_s,
-                "max_concurrency": self.max_concurrency,
-                "rate_per_s": self.window.limit,
-                "latency_s": self.faults.latency_s,
-                "calls": self.calls,
-                "max_in_flight": self.max_in_flight,
-                "opted_out": sorted(self.opted_out),
-            }
-        )
+    # -- the control API (`/_standin/`, for processes; the rest is the base's) -----------------
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/2010-04-01/{tail:.*}", self.api)
 
-    async def _messages(self, _request: web.Request) -> web.Response:
-        return json_response([m.resource() for m in self.messages.values()])
+    def _extra_control(self, app: web.Application) -> None:
+        app.router.add_get("/_standin/messages", self._messages)
+        app.router.add_post("/_standin/outcomes", self._set_outcome)
+        app.router.add_post("/_standin/status", self._emit_status)
+        app.router.add_post("/_standin/inbound", self._inbound)
 
-    async def _deliveries(self, _request: web.Request) -> web.Response:
-        return json_response([d.to_json() for d in self.deliveries])
+    def _settings_json(self) -> dict[str, Any]:
+        return {
+            "account_sid": self.account_sid,
+            "auth_token": self.auth_token,
+            "inbound_url": self.inbound_url,
+            "auto_callbacks": self.auto_callbacks,
+            "callback_delay_s": self.callback_delay_s,
+            "max_concurrency": self.max_concurrency,
+            "rate_per_s": self.window.limit,
+            "calls": self.calls,
+            "max_in_flight": self.max_in_flight,
+            "opted_out": sorted(self.opted_out),
+        }
 
-    async def _add_faults(self, request: web.Request) -> web.Response:
-        self.faults.add_json(await read_json_object(request))
-        return json_response({"pending": len(self.faults)})
-
-    async def _clear_faults(self, _request: web.Request) -> web.Response:
-        self.faults.clear()
-        return json_response({"pending": 0})
-
-    async def _configure(self, request: web.Request) -> web.Response:
-        spec = await read_json_object(request)
+    def _configure_json(self, spec: dict[str, Any]) -> None:
         if "inbound_url" in spec:
             self.inbound_url = spec["inbound_url"] or None
         if "auto_callbacks" in spec:
             self.auto_callbacks = bool(spec["auto_callbacks"])
         if "callback_delay_s" in spec:
             self.callback_delay_s = float(spec["callback_delay_s"])
-        if "latency_s" in spec:
-            self.faults.latency_s = float(spec["latency_s"])
         if "max_concurrency" in spec:
             value = spec["max_concurrency"]
             self.max_concurrency = None if value is None else int(value)
         if "rate_per_s" in spec:
             self.window.limit = None if spec["rate_per_s"] is None else int(spec["rate_per_s"])
-        return await self._settings(request)
+
+    async def _messages(self, _request: web.Request) -> web.Response:
+        return json_response([m.resource() for m in self.messages.values()])
 
     async def _set_outcome(self, request: web.Request) -> web.Response:
         spec = await read_json_object(request)
@@ -599,56 +565,6 @@ class TwilioServer:
         except RuntimeError as exc:
             return json_response({"error": str(exc)}, 409)
         return json_response(delivery.to_json())
-
-    async def _reset(self, _request: web.Request) -> web.Response:
-        self.reset()
-        return json_response({"reset": True})
-
-    async def _health(self, _request: web.Request) -> web.Response:
-        return json_response({"ok": True})
-
-    def _build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/2010-04-01/{tail:.*}", self.api)
-        app.router.add_get("/_standin/health", self._health)
-        app.router.add_get("/_standin/settings", self._settings)
-        app.router.add_patch("/_standin/config", self._configure)
-        app.router.add_get("/_standin/messages", self._messages)
-        app.router.add_get("/_standin/deliveries", self._deliveries)
-        app.router.add_post("/_standin/faults", self._add_faults)
-        app.router.add_delete("/_standin/faults", self._clear_faults)
-        app.router.add_post("/_standin/outcomes", self._set_outcome)
-        app.router.add_post("/_standin/status", self._emit_status)
-        app.router.add_post("/_standin/inbound", self._inbound)
-        app.router.add_post("/_standin/reset", self._reset)
-        app.on_startup.append(self._on_startup)
-        app.on_cleanup.append(self._on_cleanup)
-        return app
-
-    async def _on_startup(self, _app: web.Application) -> None:
-        await self.sender.start()
-
-    async def _on_cleanup(self, _app: web.Application) -> None:
-        await self.sender.stop()
-
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> str:
-        return await self._server.start()
-
-    async def stop(self) -> None:
-        await self._server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
