@@ -74,7 +74,22 @@ def test_a_domain_module_importing_an_adapter_or_a_driver_is_reported(tmp_path: 
         "domain/orders.py:4 imports shop_service.adapters.gateway",
         "domain/orders.py:5 imports shop_service",
     ]
-    assert layout.layer_problems() == ["domain/orders.py:4 imports shop_service.adapters.gateway"]
+    assert layout.layer_problems() == [
+        "domain/orders.py:4 imports shop_service.adapters.gateway",
+        "domain/orders.py:5 imports shop_service.settings",  # `from shop_service import settings`
+    ]
+
+
+def test_a_layer_imported_by_its_package_name_is_reported(tmp_path: Path) -> None:
+    layout = shop(
+        tmp_path,
+        store__orders="from shop_service import usecases\n",
+        usecases__refunds="from shop_service.usecases import orders\n",
+    )
+    assert layout.layer_problems() == ["store/orders.py:1 imports shop_service.usecases"]
+    assert layout.use_case_problems() == [
+        "usecases/refunds.py:1 imports shop_service.usecases.orders"
+    ]
 
 
 def test_a_layer_importing_upwards_is_reported(tmp_path: Path) -> None:

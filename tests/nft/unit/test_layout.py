@@ -59,3 +59,7 @@ def test_use_cases_share_steps_instead_of_calling_each_other() -> None:
 def test_the_rule_sees_every_kind_of_import() -> None:
     source = "import asyncpg\nfrom solders.pubkey import Pubkey\nif x:\n    import grpc.aio\n"
     assert [m for _, m in imports_in(source)] == ["asyncpg", "solders.pubkey", "grpc.aio"]
+
+
+def test_production_code_never_imports_the_dev_kit() -> None:
+    assert LAYOUT.dev_kit_problems() == []

@@ -83,3 +83,7 @@ def test_error_map_details() -> None:
     assert refused is not None and refused.code.name == "FAILED_PRECONDITION"
     assert refused.reason == "REFUND_EXCEEDS_REFUNDABLE"
     assert to_mesh_error(ValueError("not ours")) is None
+
+
+def test_production_code_never_imports_the_dev_kit() -> None:
+    assert LAYOUT.dev_kit_problems() == []

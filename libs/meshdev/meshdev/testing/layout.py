@@ -44,6 +44,25 @@ def imports(path: Path) -> Iterator[tuple[int, str]]:
     return imports_in(path.read_text(), str(path))
 
 
+def package_imports(path: Path, package: str) -> Iterator[tuple[int, str, str]]:
+    """`imports(path)`, where `from <package> import x` and `from <package>.<layer> import x`
+    count as importing `<package>.x` and `<package>.<layer>.x` (x may be a module: the rules must
+    see `from svc import usecases` and `from svc.usecases import orders` for what they are).
+    Yields (line, module, the module as written)."""
+    source = path.read_text()
+    for node in ast.walk(ast.parse(source, filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] == package and len(parts) <= 2:
+                for alias in node.names:
+                    yield node.lineno, f"{node.module}.{alias.name}", node.module
+            else:
+                yield node.lineno, node.module, node.module
+
+
 def is_within(module: str, names: Iterable[str]) -> bool:
     """Whether `module` is one of `names` or inside one of them (`a.b` is within `a`)."""
     return any(module == name or module.startswith(name + ".") for name in names)
@@ -130,21 +149,24 @@ class Layout:
         problems = []
         for layer, allowed in self.allowed.items():
             for path in self.files(layer):
-                for line, module in imports(path):
+                seen: set[tuple[int, str]] = set()
+                for line, module, written in package_imports(path, self.name):
                     parts = module.split(".")
                     if parts[0] != self.name or len(parts) < 2:
                         continue
                     target = parts[1]
-                    if target in (layer, "domain") or target in allowed:
+                    if target in (layer, "domain") or target in allowed or (line, target) in seen:
                         continue
-                    problems.append(self._problem(path, line, module))
+                    seen.add((line, target))  # one problem per import statement and layer
+                    shown = written if written != self.name else ".".join(parts[:2])
+                    problems.append(self._problem(path, line, shown))
         return problems
 
     def use_case_problems(self) -> list[str]:
         """Use cases do not call each other sideways: only the shared steps are imported."""
         problems = []
         for path in self.files("usecases"):
-            for line, module in imports(path):
+            for line, module, _ in package_imports(path, self.name):
                 if not module.startswith(f"{self.name}.usecases."):
                     continue
                 target = module.split(".")[2]
